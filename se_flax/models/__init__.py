@@ -1,0 +1,9 @@
+"""The SENet model zoo: `create(name, **overrides)`, `names()`, and the building blocks."""
+
+from se_flax.models.flops import count_macs, count_params
+from se_flax.models.registry import ModelSpec, create, names, spec
+from se_flax.models.resnet import ResNet
+from se_flax.models.se import GATES, PLACEMENTS, ROUNDINGS, SQUEEZES, SEBlock, SEConfig
+
+__all__ = ['create', 'names', 'spec', 'ModelSpec', 'ResNet', 'SEBlock', 'SEConfig', 'count_macs',
+           'count_params', 'GATES', 'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES']

@@ -1,0 +1,179 @@
+"""One registry of model names: `create(name, **overrides)` and `names()`.
+
+Names follow timm where timm has the model (`seresnet50`, `legacy_seresnet50`,
+`seresnext50_32x4d`, `senet154`, ...). CIFAR nets carry a `_cifar` suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+
+from se_flax.models.resnet import ResNet
+from se_flax.models.se import SEConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A registered model: its constructor arguments and what it is for."""
+
+  name: str
+  kwargs: Mapping[str, Any]
+  input_size: int  # natural input resolution (224 ImageNet, 32 CIFAR)
+  description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, *, input_size: int, description: str, **kwargs) -> None:
+  if name in _REGISTRY:
+    raise ValueError(f'model {name!r} is already registered')
+  _REGISTRY[name] = ModelSpec(name, dict(kwargs), input_size, description)
+
+
+def names(pattern: str | None = None) -> list[str]:
+  """Registered names, sorted; `pattern` filters with fnmatch syntax (e.g. '*seresnext*')."""
+  import fnmatch
+  all_names = sorted(_REGISTRY)
+  return [n for n in all_names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def spec(name: str) -> ModelSpec:
+  if name not in _REGISTRY:
+    close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+    hint = f'; did you mean {", ".join(close)}?' if close else ''
+    raise ValueError(f'unknown model {name!r}{hint} (se_flax.models.names() lists all {len(_REGISTRY)})')
+  return _REGISTRY[name]
+
+
+def _resolve_se(base: SEConfig | None, se: Any) -> SEConfig | None:
+  """`se` override: None/False = SE off, SEConfig = as given, mapping = changes to the base config.
+
+  A mapping may carry `enabled` (bool); a mapping on a network without SE turns SE on with
+  the paper's defaults plus the given changes.
+  """
+  if se is None or se is False:
+    return None
+  if isinstance(se, SEConfig):
+    return se
+  if isinstance(se, Mapping):
+    changes = dict(se)
+    if not changes.pop('enabled', True):
+      return None
+    if 'stages' in changes and changes['stages'] is not None:
+      changes['stages'] = tuple(changes['stages'])
+    return (base or SEConfig()).replace(**changes)
+  raise ValueError(f'se={se!r} must be None, an SEConfig or a mapping of SE fields')
+
+
+def create(name: str, **overrides) -> nn.Module:
+  """Build a registered model; `overrides` set any `ResNet` field, e.g. num_classes, dtype,
+  axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline."""
+  model_spec = spec(name)
+  kwargs = dict(model_spec.kwargs)
+  se = kwargs.pop('se', None)
+  if 'se' in overrides:
+    se = _resolve_se(se, overrides.pop('se'))
+  fields = {f.name for f in dataclasses.fields(ResNet)} - {'parent', 'name'}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f'unknown model field(s) {", ".join(unknown)} for {name!r}; allowed: se, '
+                     + ', '.join(sorted(fields - {"se"})))
+  kwargs.update(overrides)
+  return ResNet(se=se, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageNet networks. timm layout: stride on the 3x3, 3x3/2 max-pool with padding 1, SE width
+# make_divisible(C/16, 8). Caffe layout (timm legacy_*): stride on the first 1x1 for SE-ResNet,
+# ceil-mode max-pool, SE width C // 16.
+
+_DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)), 50: ('bottleneck', (3, 4, 6, 3)),
+           101: ('bottleneck', (3, 4, 23, 3)), 152: ('bottleneck', (3, 8, 36, 3))}
+_TIMM_SE = SEConfig(rounding='divisible8')
+_CAFFE_SE = SEConfig(rounding='floor')
+_CAFFE = dict(stem_pool='ceil', drop_rate=0.2)
+
+
+def _register_imagenet() -> None:
+  for depth, (block, stages) in _DEPTHS.items():
+    base = dict(block=block, stage_sizes=stages)
+    register(f'resnet{depth}', input_size=224, description=f'ResNet-{depth} (timm layout)', **base)
+    register(f'seresnet{depth}', input_size=224, description=f'SE-ResNet-{depth} (timm layout)',
+             se=_TIMM_SE, **base)
+    register(f'legacy_seresnet{depth}', input_size=224,
+             description=f'SE-ResNet-{depth}, Caffe layout of the paper (timm legacy_seresnet{depth})',
+             se=_CAFFE_SE, stride_on='1x1', act_before_attn=(block == 'basic'), **_CAFFE, **base)
+
+  resnext = dict(block='bottleneck', cardinality=32, base_width=4)
+  resnet_d = dict(stem='deep', stem_width=32, stem_channels=64, downsample='avg')
+  for depth in (50, 101):
+    stages = _DEPTHS[depth][1]
+    register(f'resnext{depth}_32x4d', input_size=224, description=f'ResNeXt-{depth} 32x4d',
+             stage_sizes=stages, **resnext)
+    register(f'seresnext{depth}_32x4d', input_size=224, description=f'SE-ResNeXt-{depth} 32x4d',
+             stage_sizes=stages, se=_TIMM_SE, **resnext)
+  for depth in (26, 50, 101):
+    stages = (2, 2, 2, 2) if depth == 26 else _DEPTHS[depth][1]
+    register(f'legacy_seresnext{depth}_32x4d', input_size=224,
+             description=f'SE-ResNeXt-{depth} 32x4d, Caffe layout (timm legacy_seresnext{depth}_32x4d)',
+             stage_sizes=stages, se=_CAFFE_SE, **_CAFFE, **resnext)
+  register('resnet26d', input_size=224, description='ResNet-26-D (deep stem, avg-pool shortcut)',
+           block='bottleneck', stage_sizes=(2, 2, 2, 2), **resnet_d)
+  register('seresnext26d_32x4d', input_size=224, description='SE-ResNeXt-26-D 32x4d',
+           stage_sizes=(2, 2, 2, 2), se=_TIMM_SE, **resnext, **resnet_d)
+
+  senet154 = dict(block='bottleneck', stage_sizes=(3, 8, 36, 3), cardinality=64, base_width=4,
+                  reduce_first=2, stem='deep', stem_width=64, stem_channels=128, down_kernel_size=3,
+                  drop_rate=0.2)
+  register('senet154', input_size=224, description='SENet-154 (timm layout)', se=_TIMM_SE, **senet154)
+  register('legacy_senet154', input_size=224, description='SENet-154, Caffe layout of the paper',
+           se=_CAFFE_SE, stem_pool='ceil', **senet154)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR networks (32x32, three stages, 3x3 stem without pooling).
+
+def _register_cifar() -> None:
+  cifar = dict(stem='cifar', stem_channels=16, widths=(16, 32, 64), drop_rate=0.0)
+  paper_se = SEConfig(rounding='floor')
+  for depth in (20, 32, 44, 56, 110):
+    n = (depth - 2) // 6
+    base = dict(block='basic', stage_sizes=(n, n, n), **cifar)
+    register(f'resnet{depth}_cifar', input_size=32, description=f'ResNet-{depth} (He et al. 2016, CIFAR)', **base)
+    register(f'seresnet{depth}_cifar', input_size=32, description=f'SE-ResNet-{depth} (CIFAR)',
+             se=paper_se, **base)
+    register(f'preactresnet{depth}_cifar', input_size=32,
+             description=f'pre-activation ResNet-{depth} (CIFAR)', **{**base, 'block': 'preact_basic'})
+    register(f'sepreactresnet{depth}_cifar', input_size=32,
+             description=f'SE pre-activation ResNet-{depth} (CIFAR)', se=paper_se,
+             **{**base, 'block': 'preact_basic'})
+  for prefix, se in (('', None), ('se', paper_se)):
+    register(f'{prefix}resnet164_cifar', input_size=32,
+             description=f'{"SE-" if se else ""}ResNet-164, pre-activation bottleneck (CIFAR)',
+             se=se, block='preact_bottleneck', stage_sizes=(18, 18, 18), **cifar)
+    register(f'{prefix}wrn16_8_cifar', input_size=32,
+             description=f'{"SE-" if se else ""}WRN-16-8 (Zagoruyko & Komodakis, CIFAR)',
+             se=se, block='preact_basic', stage_sizes=(2, 2, 2),
+             **{**cifar, 'widths': (128, 256, 512)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny variants, for tests and smoke runs.
+
+def _register_tiny() -> None:
+  register('seresnet_tiny', input_size=32, description='tiny bottleneck SE-ResNet for tests',
+           block='bottleneck', stage_sizes=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_channels=16,
+           se=SEConfig(reduction=4))
+  register('seresnet_tiny_cifar', input_size=32, description='tiny CIFAR SE-ResNet for tests',
+           block='basic', stage_sizes=(1, 1, 1), stem='cifar', stem_channels=8, widths=(8, 16, 32),
+           se=SEConfig(reduction=4))
+
+
+_register_imagenet()
+_register_cifar()
+_register_tiny()
