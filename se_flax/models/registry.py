@@ -24,6 +24,28 @@ class ModelSpec:
   kwargs: Mapping[str, Any]
   input_size: int  # natural input resolution (224 ImageNet, 32 CIFAR)
   description: str
+  reference: str = ''  # published accuracy, with its source
+
+
+# ImageNet top-1 (%) of timm's pretrained weights (results-imagenet.csv, tag in brackets) and the
+# paper's (100 - Table 2/8 error); CIFAR: the paper's Tables 4-5 error. From
+# shared/reference/senet_facts.md.
+REFERENCES = {
+    'resnet18': '69.76 top-1 (timm tv)', 'resnet34': '73.31 top-1 (timm tv)',
+    'resnet50': '76.16 (timm tv) / 80.38 (timm a1); paper baseline 75.20', 'resnet101': '77.37 (timm tv)',
+    'resnet152': '78.31 (timm tv)', 'seresnet50': '80.26 (timm ra2); paper 76.71',
+    'legacy_seresnet18': '71.74 (timm)', 'legacy_seresnet34': '74.79 (timm)',
+    'legacy_seresnet50': '77.65 (timm); paper 76.71', 'legacy_seresnet101': '78.37 (timm); paper 77.62',
+    'legacy_seresnet152': '78.66 (timm); paper 78.43', 'resnext50_32x4d': '77.63 (timm tv)',
+    'seresnext26d_32x4d': '77.59 (timm bt)', 'seresnext50_32x4d': '81.27 (timm racm); paper 78.90',
+    'seresnext101_32x4d': '80.89 (timm gluon); paper 79.30', 'legacy_seresnext26_32x4d': '77.10 (timm)',
+    'legacy_seresnext50_32x4d': '79.08 (timm); paper 78.90',
+    'legacy_seresnext101_32x4d': '80.27 (timm); paper 79.30', 'senet154': '81.26 (timm gluon); paper 81.32',
+    'legacy_senet154': '81.32 (timm); paper 81.32',
+    'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
+    'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
+    'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
+}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -32,7 +54,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register(name: str, *, input_size: int, description: str, **kwargs) -> None:
   if name in _REGISTRY:
     raise ValueError(f'model {name!r} is already registered')
-  _REGISTRY[name] = ModelSpec(name, dict(kwargs), input_size, description)
+  _REGISTRY[name] = ModelSpec(name, dict(kwargs), input_size, description, REFERENCES.get(name, ''))
 
 
 def names(pattern: str | None = None) -> list[str]:

@@ -1,0 +1,78 @@
+"""Fields shared by every se_flax config; the dataset configs start from `get_config()` here.
+
+Durations are given in epochs (`train.num_epochs`) or steps (`train.num_steps`, which wins when
+set); the loop converts them once and counts steps only. Learning rates scale linearly with the
+global batch: lr = optim.lr * train.global_batch_size / optim.lr_batch_base.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from se_flax.data import input_pipeline
+
+
+def se_config() -> ml_collections.ConfigDict:
+  """SE overrides: None keeps the registered model's own setting."""
+  se = ml_collections.ConfigDict()
+  se.enabled = config_dict.placeholder(bool)  # False: the plain baseline; True: SE on a plain net
+  se.reduction = config_dict.placeholder(int)
+  se.rounding = config_dict.placeholder(str)  # 'floor' | 'divisible8'
+  se.squeeze = config_dict.placeholder(str)  # 'avg' | 'max'
+  se.gate = config_dict.placeholder(str)  # 'sigmoid' | 'hard_sigmoid' | 'tanh' | 'relu'
+  se.use_bias = config_dict.placeholder(bool)
+  se.placement = config_dict.placeholder(str)  # 'standard' | 'pre' | 'post' | 'identity' | 'after_3x3'
+  se.stages = config_dict.placeholder(tuple)  # e.g. (False, False, True, False)
+  return se
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_devices = config_dict.placeholder(int)  # None: all devices; N: the first N (one process)
+
+  config.data = input_pipeline.default_data_config()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'seresnet50'
+  config.model.se = se_config()
+  config.model.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
+  config.model.drop_rate = config_dict.placeholder(float)  # None: the model's default
+  config.model.sync_batch_norm = True  # BatchNorm statistics averaged over all devices
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'sgd'  # 'sgd' | 'nesterov' | 'adamw'
+  config.optim.lr = 0.1
+  config.optim.lr_batch_base = 256  # lr is given per this many images; 0 disables scaling
+  config.optim.momentum = 0.9
+  config.optim.weight_decay = 1e-4
+  config.optim.decay_bn_and_bias = False  # False: no weight decay on BatchNorm and bias parameters
+  config.optim.b1 = 0.9  # adamw
+  config.optim.b2 = 0.999  # adamw
+  config.optim.label_smoothing = 0.0
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'cosine'  # 'cosine' | 'step' | 'constant'
+  config.schedule.warmup_epochs = 0.0
+  config.schedule.warmup_lr_factor = 0.0  # warm-up starts at this fraction of the peak lr
+  config.schedule.warmup_mode = 'linear'  # 'linear' ramp, or 'constant' at warmup_lr_factor * lr
+  config.schedule.decay_epochs = (30, 60, 90)  # 'step': boundaries in epochs
+  config.schedule.decay_factor = 0.1
+
+  config.train = ml_collections.ConfigDict()
+  config.train.global_batch_size = 256
+  config.train.num_epochs = 100.0
+  config.train.num_steps = config_dict.placeholder(int)  # overrides num_epochs when set
+  config.train.log_every_steps = 100
+  config.train.checkpoint_every_steps = 1000
+  config.train.keep_checkpoints = 3
+  config.train.eval_every_epochs = 1.0  # 0: evaluate only at the end
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.global_batch_size = 256
+
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialize = False  # call jax.distributed.initialize() (auto-detects on TPU/SLURM)
+  config.distributed.coordinator_address = config_dict.placeholder(str)
+  config.distributed.num_processes = config_dict.placeholder(int)
+  config.distributed.process_id = config_dict.placeholder(int)
+  return config

@@ -1,0 +1,53 @@
+"""Evaluate a checkpoint (or timm weights) on a whole split; the last stdout line is JSON.
+
+  python eval.py --config=configs/<file>.py[:arg] --workdir=DIR [--step=N] [--split=...]
+  python eval.py --config=configs/imagenet.py --timm_model=seresnet50 --timm_weights=FILE.safetensors
+
+The JSON object holds top1, top5, loss, num_examples, step (and the checkpoint or weights used).
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from se_flax import cli
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file('config', os.path.join(_HERE, 'configs', 'digits.py'),
+                                'Configuration file the checkpoint was trained with (path[:arg]).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Training workdir (default: workdirs/<dataset>_<model>).')
+flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
+flags.DEFINE_string('split', None, 'TFDS split to evaluate (default: config.data.eval_split).')
+flags.DEFINE_string('timm_model', None, 'timm model name whose weights --timm_weights holds.')
+flags.DEFINE_string('timm_weights', None, 'A timm state dict as .safetensors (instead of a checkpoint).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.hide_gpus_from_tensorflow()
+  cli.quiet_library_logs()
+  from se_flax import evaluation  # after TF is told to keep off the GPUs
+
+  FLAGS = flags.FLAGS
+  config = FLAGS.config
+  with cli.clean_errors():
+    if FLAGS.timm_weights or FLAGS.timm_model:
+      if not (FLAGS.timm_weights and FLAGS.timm_model):
+        raise ValueError('--timm_model and --timm_weights must be given together')
+      result = evaluation.evaluate_timm(config, FLAGS.timm_model, FLAGS.timm_weights, split=FLAGS.split)
+    else:
+      workdir = FLAGS.workdir or cli.default_workdir(config)
+      result = evaluation.evaluate_checkpoint(config, workdir, step=FLAGS.step, split=FLAGS.split)
+  print(f'{result["source"]}: {result["split"]} of {config.data.name}, {result["num_examples"]} examples, '
+        f'step {result["step"]}')
+  print(f'  top-1 {100 * result["top1"]:.2f}%   top-5 {100 * result["top5"]:.2f}%   loss {result["loss"]:.4f}')
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)

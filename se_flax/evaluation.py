@@ -1,0 +1,46 @@
+"""Evaluation entry points behind eval.py: a training checkpoint, or converted timm weights."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from se_flax import checkpointing
+from se_flax import train_lib
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
+                        split: str | None = None) -> dict[str, Any]:
+  """Restore `step` (default: latest) of `workdir` and evaluate it on every example of `split`."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
+  exp = train_lib.build_experiment(config)
+  manager = checkpointing.create_manager(workdir, config, read_only=True)
+  state, _ = checkpointing.restore(manager, exp.state, step=step)
+  split = split or config.data.eval_split
+  metrics = train_lib.evaluate(
+      train_lib.make_eval_step(exp.model, exp.spec.num_classes, exp.mesh),
+      {'params': state.params, 'batch_stats': state.batch_stats}, config.data, split=split,
+      global_batch_size=config.eval.global_batch_size, mesh=exp.mesh)
+  return {**metrics, 'step': int(state.step), 'split': split,
+          'source': os.path.join(workdir, 'checkpoints', str(int(state.step)))}
+
+
+def evaluate_timm(config: ml_collections.ConfigDict, timm_model: str, weights: str, *,
+                  split: str | None = None) -> dict[str, Any]:
+  """Evaluate a timm state dict (.safetensors) converted by `se_flax.convert`."""
+  from se_flax import convert
+  train_lib.maybe_initialize_distributed(config)
+  if not os.path.isfile(weights):
+    raise FileNotFoundError(f'--timm_weights file {weights!r} does not exist')
+  module, variables = convert.from_timm_file(timm_model, weights, dtype=train_lib.DTYPES[config.model.dtype])
+  mesh = train_lib.create_mesh(config)
+  variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  split = split or config.data.eval_split
+  metrics = train_lib.evaluate(train_lib.make_eval_step(module, module.num_classes, mesh), variables,
+                               config.data, split=split, global_batch_size=config.eval.global_batch_size,
+                               mesh=mesh)
+  return {**metrics, 'step': 0, 'split': split, 'source': weights}

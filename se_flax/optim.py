@@ -1,0 +1,74 @@
+"""Optimisers and learning-rate schedules from the config (optax)."""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+OPTIMIZERS = ('sgd', 'nesterov', 'adamw')
+SCHEDULES = ('cosine', 'step', 'constant')
+WARMUPS = ('linear', 'constant')
+
+
+def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
+  """optim.lr scaled linearly with the global batch (lr is given per `lr_batch_base` images)."""
+  base = config.optim.lr_batch_base
+  scale = config.train.global_batch_size / base if base else 1.0
+  return config.optim.lr * scale
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                            total_steps: int) -> optax.Schedule:
+  """Warm-up (linear ramp, or constant low lr as He et al.), then cosine to zero, step decay at
+  epoch boundaries, or constant."""
+  peak = peak_learning_rate(config)
+  sched = config.schedule
+  if sched.name not in SCHEDULES:
+    raise ValueError(f'schedule.name={sched.name!r} is not one of {", ".join(SCHEDULES)}')
+  warmup = int(round(sched.warmup_epochs * steps_per_epoch))
+  if sched.name == 'cosine':
+    main = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup))
+  elif sched.name == 'step':
+    boundaries = {int(round(e * steps_per_epoch)) - warmup: sched.decay_factor for e in sched.decay_epochs}
+    main = optax.piecewise_constant_schedule(peak, boundaries)
+  else:
+    main = optax.constant_schedule(peak)
+  if warmup <= 0:
+    return main
+  start = peak * sched.warmup_lr_factor
+  if sched.warmup_mode not in WARMUPS:
+    raise ValueError(f'schedule.warmup_mode={sched.warmup_mode!r} is not one of {", ".join(WARMUPS)}')
+  ramp = (optax.linear_schedule(start, peak, warmup) if sched.warmup_mode == 'linear'
+          else optax.constant_schedule(start))
+  return optax.join_schedules([ramp, main], [warmup])
+
+
+def decay_mask(params) -> dict:
+  """True for parameters that get weight decay: kernels only, unless decay_bn_and_bias is set."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
+
+
+def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -> optax.GradientTransformation:
+  opt = config.optim
+  if opt.name not in OPTIMIZERS:
+    raise ValueError(f'optim.name={opt.name!r} is not one of {", ".join(OPTIMIZERS)}')
+  mask = None if opt.decay_bn_and_bias else decay_mask
+  if opt.name == 'adamw':
+    return optax.adamw(lr_fn, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=mask)
+  # Coupled L2 decay for SGD (the paper's and the reference recipes' convention).
+  return optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, mask=mask),
+      optax.sgd(lr_fn, momentum=opt.momentum or None, nesterov=opt.name == 'nesterov'))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy with optional label smoothing, in float32."""
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

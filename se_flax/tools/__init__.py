@@ -1,0 +1,1 @@
+"""Command-line tools: `python -m se_flax.tools.<name>`."""

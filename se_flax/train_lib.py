@@ -1,0 +1,357 @@
+"""Data-parallel training and evaluation: `train_and_evaluate(config, workdir)`.
+
+The step is per-device code in `jax.shard_map` under `jax.jit` over a 1-D `data` mesh axis
+(pmap semantics): gradients are `pmean`-ed, BatchNorm statistics are synchronised through the
+model's `axis_name`, and the state buffers are donated. Batches are a deterministic function of
+(seed, step), and the step's dropout key is `fold_in(rng, step)`, so a resumed run reproduces
+an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import flax
+from flax.training import train_state
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from se_flax import checkpointing
+from se_flax import models
+from se_flax import optim
+from se_flax.data import input_pipeline
+
+AXIS = 'data'
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  rng: jax.Array  # raw uint32[2] key; the step key is fold_in(rng, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config -> objects
+
+
+def se_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The `se=` override for `models.create` from config.model.se (None fields keep the model's)."""
+  se = {k: v for k, v in config.model.se.items() if v is not None}
+  if not se:
+    return {}
+  if se.get('enabled') is False:
+    return {'se': None}
+  return {'se': se}
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name: str | None = AXIS):
+  if config.model.dtype not in DTYPES:
+    raise ValueError(f'model.dtype={config.model.dtype!r} is not one of {", ".join(DTYPES)}')
+  overrides = dict(num_classes=num_classes, dtype=DTYPES[config.model.dtype],
+                   axis_name=axis_name if config.model.sync_batch_norm else None)
+  if config.model.drop_rate is not None:
+    overrides['drop_rate'] = config.model.drop_rate
+  return models.create(config.model.name, **se_overrides(config), **overrides)
+
+
+def train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  if config.train.num_steps is not None:
+    return int(config.train.num_steps)
+  return int(math.ceil(config.train.num_epochs * steps_per_epoch))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fail fast, with one line naming the bad value, before anything touches the workdir."""
+  if config.num_devices is not None and not (
+      0 < config.num_devices <= jax.device_count() and jax.process_count() == 1):
+    raise ValueError(f'num_devices={config.num_devices} must be between 1 and the {jax.device_count()} '
+                     'devices of a single-process run (leave it unset to use all)')
+  num_devices = num_mesh_devices(config)
+  input_pipeline.get_spec(config.data.name)
+  for split in (config.data.train_split, config.data.eval_split):
+    input_pipeline.num_examples(config.data, split)  # raises DataNotFoundError if not prepared
+  models.spec(config.model.name)
+  create_model(config, num_classes=2)  # SE settings, dtype, field names
+  if config.optim.name not in optim.OPTIMIZERS:
+    raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
+  if config.schedule.name not in optim.SCHEDULES:
+    raise ValueError(f'schedule.name={config.schedule.name!r} is not one of {", ".join(optim.SCHEDULES)}')
+  if not config.optim.lr > 0:
+    raise ValueError(f'optim.lr={config.optim.lr} must be positive')
+  if config.train.num_steps is not None and config.train.num_steps <= 0:
+    raise ValueError(f'train.num_steps={config.train.num_steps} must be positive')
+  if config.train.num_steps is None and not config.train.num_epochs > 0:
+    raise ValueError(f'train.num_epochs={config.train.num_epochs} must be positive')
+  for field in ('train', 'eval'):
+    batch = config[field].global_batch_size
+    if batch <= 0 or batch % num_devices:
+      raise ValueError(f'{field}.global_batch_size={batch} must be a positive multiple of the '
+                       f'device count {num_devices}')
+    if batch % jax.process_count():
+      raise ValueError(f'{field}.global_batch_size={batch} must be divisible by the process count '
+                       f'{jax.process_count()}')
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """jax.distributed.initialize() once, with auto-detection where JAX supports it."""
+  dist = config.distributed
+  if not dist.initialize or jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(coordinator_address=dist.coordinator_address,
+                             num_processes=dist.num_processes, process_id=dist.process_id)
+
+
+def num_mesh_devices(config: ml_collections.ConfigDict) -> int:
+  return config.num_devices or jax.device_count()
+
+
+def create_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """A 1-D `data` mesh over all devices, or the first `config.num_devices` (single process only)."""
+  n = num_mesh_devices(config)
+  return jax.sharding.Mesh(np.asarray(jax.devices()[:n]), (AXIS,))
+
+
+# ---------------------------------------------------------------------------------------------
+# State and steps
+
+
+def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
+  """Initialise replicated parameters from config.seed on every device (same on every host)."""
+  rng = jax.random.PRNGKey(config.seed)
+
+  def init():
+    init_rng, state_rng = jax.random.split(rng)
+    variables = model.init({'params': init_rng}, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                             batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+
+  replicated = NamedSharding(mesh, P())
+  abstract = jax.eval_shape(init)
+  shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)
+  return jax.jit(init, out_shardings=shardings)()
+
+
+def _train_step(state: TrainState, batch: dict, *, model, num_classes: int, label_smoothing: float,
+                sync_bn: bool, lr_fn: optax.Schedule) -> tuple[TrainState, dict]:
+  """One SGD step on this device's shard of the global batch."""
+  step_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS))
+
+  def loss_fn(params):
+    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+                                  train=True, mutable=['batch_stats'], rngs={'dropout': step_rng})
+    loss = optim.cross_entropy(logits, batch['label'], num_classes, label_smoothing).mean()
+    return loss, (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  if not sync_bn:  # keep the replicated statistics identical across devices
+    batch_stats = jax.lax.pmean(batch_stats, AXIS)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+  metrics = {'loss': jax.lax.pmean(loss, AXIS), 'accuracy': jax.lax.pmean(accuracy, AXIS),
+             'learning_rate': lr_fn(state.step), 'grad_norm': optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def make_train_step(model, config, num_classes: int, mesh, lr_fn) -> Callable:
+  step = functools.partial(_train_step, model=model, num_classes=num_classes,
+                           label_smoothing=config.optim.label_smoothing,
+                           sync_bn=config.model.sync_batch_norm, lr_fn=lr_fn)
+  sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=False)
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def _eval_step(variables: dict, batch: dict, *, model, num_classes: int) -> dict:
+  """Masked sums over this device's shard, psum-ed: exact for any batch size and device count."""
+  logits = model.apply(variables, batch['image'], train=False)
+  mask = batch['mask'].astype(jnp.float32)
+  loss = optim.cross_entropy(logits, batch['label'], num_classes)
+  top1 = (jnp.argmax(logits, -1) == batch['label'])
+  k = min(5, num_classes)
+  top5 = jnp.any(jax.lax.top_k(logits, k)[1] == batch['label'][:, None], axis=-1)
+  sums = {'loss': jnp.sum(loss * mask), 'top1': jnp.sum(top1 * mask), 'top5': jnp.sum(top5 * mask),
+          'count': jnp.sum(mask)}
+  return jax.lax.psum(sums, AXIS)
+
+
+def make_eval_step(model, num_classes: int, mesh) -> Callable:
+  step = functools.partial(_eval_step, model=model, num_classes=num_classes)
+  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False))
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+  """This process's numpy batch -> one global jax.Array per field, sharded over the mesh."""
+  return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def prefetch(iterator: Iterator[dict], sharding: NamedSharding, size: int = 2) -> Iterator[dict]:
+  """Keep `size` batches in flight on the devices while the current step runs."""
+  queue = collections.deque()
+
+  def enqueue(n):
+    for batch in itertools.islice(iterator, n):
+      queue.append(to_global(batch, sharding))
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
+
+
+def evaluate(eval_step: Callable, variables: dict, data_config, *, split: str | None, global_batch_size: int,
+             mesh) -> dict[str, float]:
+  """Top-1, top-5 and mean loss over every example of `split` exactly once."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  it = input_pipeline.eval_iterator(data_config, split=split, global_batch_size=global_batch_size,
+                                    process_index=jax.process_index(), process_count=jax.process_count())
+  totals = collections.defaultdict(float)
+  for batch in prefetch(it, sharding):
+    for k, v in jax.device_get(eval_step(variables, batch)).items():
+      totals[k] += float(v)
+  n = totals['count']
+  if n == 0:
+    raise ValueError(f'evaluation split {split!r} of {data_config.name!r} has no examples')
+  return {'top1': totals['top1'] / n, 'top5': totals['top5'] / n, 'loss': totals['loss'] / n,
+          'num_examples': int(n)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+@dataclasses.dataclass
+class Experiment:
+  """What both training and evaluation build from a config."""
+
+  spec: input_pipeline.DatasetSpec
+  model: Any
+  mesh: jax.sharding.Mesh
+  lr_fn: optax.Schedule
+  steps_per_epoch: int
+  total_steps: int
+  state: TrainState
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validate the config, then build mesh, model, schedule and a freshly initialised state."""
+  maybe_initialize_distributed(config)
+  validate_config(config)
+  spec = input_pipeline.get_spec(config.data.name)
+  image_shape = (config.data.image_size, config.data.image_size, spec.image_shape[-1])
+  batch = config.train.global_batch_size
+  steps_per_epoch = input_pipeline.steps_per_epoch(config.data, batch)
+  if steps_per_epoch <= 0:
+    raise ValueError(f'train.global_batch_size={batch} exceeds the {config.data.name!r} train split '
+                     f'({input_pipeline.num_examples(config.data, config.data.train_split)} examples)')
+  total_steps = train_steps(config, steps_per_epoch)
+  mesh = create_mesh(config)
+  model = create_model(config, spec.num_classes)
+  lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch, total_steps)
+  state = create_train_state(config, model, image_shape, optim.create_optimizer(config, lr_fn), mesh)
+  return Experiment(spec, model, mesh, lr_fn, steps_per_epoch, total_steps, state)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final eval."""
+  exp = build_experiment(config)
+  spec, model, mesh, lr_fn = exp.spec, exp.model, exp.mesh, exp.lr_fn
+  steps_per_epoch, total_steps, state = exp.steps_per_epoch, exp.total_steps, exp.state
+  batch = config.train.global_batch_size
+
+  os.makedirs(workdir, exist_ok=True)
+  manager = checkpointing.create_manager(workdir, config)
+  if manager.latest_step() is not None:
+    state, _ = checkpointing.restore(manager, state)
+    logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
+  start_step = int(state.step)
+
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if start_step == 0:
+    writer.write_hparams(_flat_hparams(config))
+  n_params = models.count_params(state.params)
+  logging.info('%s: %s parameters, %d devices (%d per process), global batch %d, %d steps/epoch, '
+               '%d steps.', config.model.name, f'{n_params:,}', jax.device_count(),
+               jax.local_device_count(), batch, steps_per_epoch, total_steps)
+
+  train_step = make_train_step(model, config, spec.num_classes, mesh, lr_fn)
+  eval_step = make_eval_step(model, spec.num_classes, mesh)
+  eval_every = int(round(config.train.eval_every_epochs * steps_per_epoch)) or total_steps
+  data_sharding = NamedSharding(mesh, P(AXIS))
+  train_iter = prefetch(input_pipeline.train_iterator(
+      config.data, global_batch_size=batch, seed=config.seed, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count()), data_sharding)
+
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)] if is_chief else []
+  pending, eval_metrics = [], {}
+  last_log_time, last_log_step = time.time(), start_step
+  for step in range(start_step + 1, total_steps + 1):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      state, metrics = train_step(state, next(train_iter))
+    pending.append(metrics)
+    for hook in hooks:
+      hook(step)
+
+    if step % config.train.log_every_steps == 0 or step == total_steps:
+      summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+      elapsed = time.time() - last_log_time
+      summary['img_per_sec'] = (step - last_log_step) * batch / max(elapsed, 1e-9)
+      summary['img_per_sec_per_device'] = summary['img_per_sec'] / jax.device_count()
+      summary['epoch'] = step / steps_per_epoch
+      writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
+      eta = (total_steps - step) * elapsed / max(step - last_log_step, 1)
+      logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.1f img/s  ETA %s', step,
+                   total_steps, summary['epoch'], summary['loss'], summary['accuracy'],
+                   summary['learning_rate'], summary['img_per_sec'], _format_eta(eta))
+      pending, last_log_time, last_log_step = [], time.time(), step
+
+    if step % eval_every == 0 or step == total_steps:
+      eval_metrics = evaluate(eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
+                              config.data, split=config.data.eval_split,
+                              global_batch_size=config.eval.global_batch_size, mesh=mesh)
+      writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
+      logging.info('eval at step %d: top1 %.4f  top5 %.4f  loss %.4f  (%d examples)', step,
+                   eval_metrics['top1'], eval_metrics['top5'], eval_metrics['loss'],
+                   eval_metrics['num_examples'])
+      last_log_time = time.time()  # keep evaluation out of the img/s figure
+
+    if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
+      checkpointing.save(manager, step, state, config, force=step == total_steps)
+
+  manager.wait_until_finished()
+  writer.flush()
+  if not eval_metrics:  # resumed at the end: evaluate the restored state
+    eval_metrics = evaluate(eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
+                            config.data, split=config.data.eval_split,
+                            global_batch_size=config.eval.global_batch_size, mesh=mesh)
+  result = {**eval_metrics, 'step': int(state.step)}
+  if is_chief:
+    with open(os.path.join(workdir, 'final_eval.json'), 'w') as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  flat = flax.traverse_util.flatten_dict(config.to_dict(), sep='.')
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

@@ -1,0 +1,45 @@
+"""Train an SE network from a config: `python train.py` trains the offline digits quickstart.
+
+  python train.py --config=configs/<file>.py[:arg] --workdir=DIR [--config.any.field=value ...]
+
+Resumes automatically from DIR's latest checkpoint. The work is done by
+`se_flax.train_lib.train_and_evaluate`, which a notebook or test can call directly.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from se_flax import cli
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file('config', os.path.join(_HERE, 'configs', 'digits.py'),
+                                'Training configuration file (path[:arg]).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard logs '
+                    '(default: workdirs/<dataset>_<model>).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.hide_gpus_from_tensorflow()
+  cli.quiet_library_logs()
+  from se_flax import train_lib  # after TF is told to keep off the GPUs
+
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or cli.default_workdir(config)
+  with cli.clean_errors():  # bad input: one line, exit 1, workdir untouched
+    cli.check_workdir_writable(workdir)
+    train_lib.maybe_initialize_distributed(config)
+    train_lib.validate_config(config)
+  result = train_lib.train_and_evaluate(config, workdir)
+  logging.info('final eval: %s', result)
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)
