@@ -1,0 +1,172 @@
+"""Load timm (PyTorch) checkpoints of the SENet family into se_flax models.
+
+    module, variables = from_timm_file('seresnext50_32x4d', 'model.safetensors')
+    logits = module.apply(variables, images_nhwc, train=False)  # == timm's eval-mode model(x_nchw)
+
+The mapping is generated from the flax variable tree, so every se_flax variable has exactly one
+timm key and nothing is silently left at its initial value. Two timm layouts:
+
+  timm (`resnet.py`): conv1.* / bn1.* (deep stem: conv1.{0,1,3,4,6}.*, bn1.*),
+    layer1.0.{conv,bn}{1,2,3}.*, layer1.0.se.fc{1,2}.*, layer1.0.downsample.{0,1}.* (ResNet-D
+    avg-down: downsample.{1,2}.*, index 0 is the parameter-free pool), fc.*.
+  legacy (`senet.py`, names `legacy_*`): layer0.{conv,bn}{1,2,3}.*, layer1.0.se_module.fc{1,2}.*,
+    layer1.0.downsample.{0,1}.*, last_linear.*.
+
+Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)); Linear (out, in)
+-> Dense (in, out); SE fc 1x1 conv (out, in, 1, 1) -> Dense (in, out). BatchNorm weight -> scale,
+running_mean/var -> batch_stats mean/var; `num_batches_tracked` is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Any, Callable, Mapping, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+from flax import traverse_util
+
+from se_flax import models
+
+# Registry names that timm also has (/work/shared/reference/senet_facts.md, section 1).
+TIMM_NAMES = (
+    'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
+    'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
+    'legacy_seresnet18', 'legacy_seresnet34', 'legacy_seresnet50', 'legacy_seresnet101',
+    'legacy_seresnet152', 'resnext50_32x4d', 'resnext101_32x4d', 'resnet26d', 'seresnext26d_32x4d',
+    'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnext26_32x4d', 'legacy_seresnext50_32x4d',
+    'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
+)
+
+# (collection, flax leaf) -> timm leaf.
+_LEAVES = {
+    ('params', 'kernel'): 'weight', ('params', 'scale'): 'weight', ('params', 'bias'): 'bias',
+    ('batch_stats', 'mean'): 'running_mean', ('batch_stats', 'var'): 'running_var',
+}
+_MAX_LISTED = 20  # problems listed per kind in a ValueError; the rest are counted
+
+
+class Target(NamedTuple):
+  """Where one timm tensor goes: flax collection and path, the timm shape it must have, the layout change."""
+
+  collection: str
+  path: tuple[str, ...]
+  timm_shape: tuple[int, ...]
+  to_flax: Callable[[np.ndarray], np.ndarray]
+
+
+def _check_name(timm_name: str) -> None:
+  if timm_name not in TIMM_NAMES:
+    raise ValueError(f'timm model {timm_name!r} has no se_flax converter; supported: {", ".join(TIMM_NAMES)}')
+
+
+def _module_names(timm_name: str, module: nn.Module) -> dict[str, str]:
+  """se_flax module name -> timm module name for stems, head and block children (others keep their name)."""
+  if timm_name.startswith('legacy_'):
+    names = {f'stem_{kind}{i}': f'layer0.{kind}{i}' for kind in ('conv', 'bn') for i in (1, 2, 3)}
+    return {**names, 'se': 'se_module', 'downsample_conv': 'downsample.0',
+            'downsample_bn': 'downsample.1', 'fc': 'last_linear'}
+  if module.stem == 'deep':  # nn.Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1
+    names = {'stem_conv1': 'conv1.0', 'stem_bn1': 'conv1.1', 'stem_conv2': 'conv1.3',
+             'stem_bn2': 'conv1.4', 'stem_conv3': 'conv1.6', 'stem_bn3': 'bn1'}
+  else:
+    names = {'stem_conv1': 'conv1', 'stem_bn1': 'bn1'}
+  down = 1 if module.downsample == 'avg' else 0  # avg-down: index 0 is the pool (or nn.Identity)
+  return {**names, 'se': 'se', 'downsample_conv': f'downsample.{down}',
+          'downsample_bn': f'downsample.{down + 1}', 'fc': 'fc'}
+
+
+def _kernel_transform(shape: tuple[int, ...], in_se: bool) -> tuple[tuple[int, ...], Callable]:
+  """timm shape and timm -> flax function for a flax kernel of `shape`."""
+  if len(shape) == 4:  # conv: torch (O, I/g, H, W), flax (H, W, I/g, O)
+    return (shape[3], shape[2], shape[0], shape[1]), lambda w: w.transpose(2, 3, 1, 0)
+  if in_se:  # timm's SE fcs are 1x1 convs (out, in, 1, 1); se_flax's are Dense (in, out)
+    return (shape[1], shape[0], 1, 1), lambda w: w.reshape(w.shape[:2]).T
+  return (shape[1], shape[0]), lambda w: w.T  # Linear (out, in)
+
+
+def timm_key_map(timm_name: str, module: nn.Module, variables: Mapping[str, Any]) -> dict[str, Target]:
+  """timm state-dict key -> Target for every leaf of `variables` (arrays or jax.ShapeDtypeStruct).
+
+  Keys come out in flax tree order; `num_batches_tracked` buffers are not listed.
+  """
+  _check_name(timm_name)
+  renames = _module_names(timm_name, module)
+  key_map = {}
+  for (collection, *modules, leaf), value in traverse_util.flatten_dict(dict(variables)).items():
+    if (collection, leaf) not in _LEAVES:
+      raise ValueError(f'no timm equivalent for {collection}/{"/".join(modules)}/{leaf}; '
+                       f'known leaves: {", ".join(f"{c}/{n}" for c, n in _LEAVES)}')
+    timm_modules = [renames.get(m, re.sub(r'^layer(\d+)_(\d+)$', r'layer\1.\2', m)) for m in modules]
+    shape = tuple(value.shape)
+    timm_shape, to_flax = shape, np.asarray
+    if leaf == 'kernel':
+      timm_shape, to_flax = _kernel_transform(shape, in_se='se' in modules)
+    key = '.'.join([*timm_modules, _LEAVES[collection, leaf]])
+    key_map[key] = Target(collection, (*modules, leaf), timm_shape, to_flax)
+  return key_map
+
+
+def _listing(kind: str, items: list[str]) -> str:
+  shown = '; '.join(items[:_MAX_LISTED])
+  more = f'; ... and {len(items) - _MAX_LISTED} more' if len(items) > _MAX_LISTED else ''
+  return f'\n  {len(items)} {kind}: {shown}{more}'
+
+
+def _check_fit(timm_name: str, key_map: Mapping[str, Target], arrays: Mapping[str, np.ndarray]) -> None:
+  """Raise one ValueError listing every missing key, unexpected key and shape mismatch."""
+  optional = {k[:-len('running_mean')] + 'num_batches_tracked' for k in key_map if k.endswith('.running_mean')}
+  missing = [k for k in key_map if k not in arrays]
+  unexpected = [k for k in arrays if k not in key_map and k not in optional]
+  mismatched = [f'{k} {tuple(arrays[k].shape)} (expected {t.timm_shape})'
+                for k, t in key_map.items() if k in arrays and tuple(arrays[k].shape) != t.timm_shape]
+  if missing or unexpected or mismatched:
+    problems = [(kind, items) for kind, items in (('missing keys', missing), ('unexpected keys', unexpected),
+                                                  ('shape mismatches', mismatched)) if items]
+    raise ValueError(f'state dict does not fit timm model {timm_name!r}:'
+                     + ''.join(_listing(kind, items) for kind, items in problems))
+
+
+def _flax_dtype(dtype: np.dtype) -> Any:
+  """Keep float32/16 and bfloat16 checkpoints as they are; anything else (float64) becomes float32."""
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize <= 4:
+    return dtype
+  return jnp.float32
+
+
+def from_timm(timm_name: str, state_dict: Mapping[str, Any], **overrides) -> tuple[nn.Module, dict]:
+  """se_flax module and variables equal to timm's `timm_name` with `state_dict` loaded, in eval mode.
+
+  `state_dict` values may be numpy arrays or anything with `__array__` (e.g. `tensor.numpy()`).
+  num_classes comes from the classifier weight unless given in `overrides`; other overrides
+  (dtype, axis_name, ...) go to `se_flax.models.create`.
+  """
+  _check_name(timm_name)
+  arrays = {k: np.asarray(v) for k, v in state_dict.items()}
+  head = 'last_linear.weight' if timm_name.startswith('legacy_') else 'fc.weight'
+  if head in arrays and 'num_classes' not in overrides:
+    overrides['num_classes'] = int(arrays[head].shape[0])
+  module = models.create(timm_name, **overrides)
+  # Only shapes are needed; the spatial size is irrelevant to them.
+  init = functools.partial(module.init, train=False)
+  shapes = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  key_map = timm_key_map(timm_name, module, shapes)
+  _check_fit(timm_name, key_map, arrays)
+  flat = {(t.collection, *t.path): jnp.asarray(t.to_flax(arrays[k]), dtype=_flax_dtype(arrays[k].dtype))
+          for k, t in key_map.items()}
+  return module, traverse_util.unflatten_dict(flat)
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """A .safetensors checkpoint as numpy arrays (no torch needed)."""
+  return safetensors.numpy.load_file(os.fspath(path))
+
+
+def from_timm_file(timm_name: str, path: str | os.PathLike, **overrides) -> tuple[nn.Module, dict]:
+  """`from_timm` on a timm .safetensors checkpoint (e.g. a Hugging Face hub `model.safetensors`)."""
+  return from_timm(timm_name, load_safetensors(path), **overrides)

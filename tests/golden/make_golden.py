@@ -1,0 +1,74 @@
+"""Regenerate the timm golden files used by tests/test_convert.py (needs torch + timm, no jax).
+
+    /work/torchvenv/bin/python tests/golden/make_golden.py
+
+For each name: the timm state-dict key list (keys/<name>.json) and timm's eval-mode logits on
+synthetic weights and inputs (logits/<name>.npy). The weights are not stored; both sides
+rebuild them from the key list and the seed with weights.py.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import timm
+import torch
+
+import weights
+
+HERE = pathlib.Path(__file__).resolve().parent
+# Exact parameter counts, /work/shared/reference/senet_facts.md section 1 (timm 1.0.31).
+REFERENCE_PARAMS = {
+    'legacy_senet154': 115_088_984,
+    'legacy_seresnet18': 11_778_592,
+    'seresnet50': 28_088_024,
+    'seresnext26d_32x4d': 16_809_512,
+    'seresnext50_32x4d': 27_559_896,
+}
+
+
+def write_keys(name: str, state_dict: dict[str, torch.Tensor]) -> list[tuple[str, list[int]]]:
+  """Key list in state_dict order, one JSON entry a line (diffable, ~60 KB for senet154)."""
+  keys = [(k, list(v.shape)) for k, v in state_dict.items()]
+  lines = ',\n'.join(json.dumps(entry) for entry in keys)
+  (HERE / 'keys' / f'{name}.json').write_text(f'[\n{lines}\n]\n')
+  return keys
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def golden(name: str, size: int) -> None:
+  """Key list, parameter check, logits; also reports float32 vs float64 timm as a conditioning check."""
+  model = timm.create_model(name, pretrained=False)
+  params = sum(p.numel() for p in model.parameters())
+  if params != REFERENCE_PARAMS[name]:
+    raise SystemExit(f'{name}: timm has {params:,} parameters, the reference table says {REFERENCE_PARAMS[name]:,}')
+  keys = write_keys(name, model.state_dict())
+  state_dict = {k: torch.from_numpy(v) for k, v in weights.make_state_dict(keys, weights.WEIGHT_SEED).items()}
+  model.load_state_dict(state_dict, strict=True)
+  model.eval()
+  x = torch.from_numpy(weights.make_inputs(weights.INPUT_SEED, size))
+  logits = model(x).numpy()
+  np.save(HERE / 'logits' / f'{name}.npy', logits.astype(np.float32))
+  logits64 = model.double()(x.double()).numpy()
+  print(f'{name}: {params:,} params, {len(keys)} keys, input {size} px, logits {logits.shape} '
+        f'mean {logits.mean():+.3f} std {logits.std():.3f} max|.| {np.abs(logits).max():.3f}, '
+        f'float32 vs float64 rel L2 {rel_l2(logits, logits64):.2e}')
+
+
+def main() -> None:
+  torch.set_grad_enabled(False)
+  (HERE / 'keys').mkdir(exist_ok=True)
+  (HERE / 'logits').mkdir(exist_ok=True)
+  print(f'timm {timm.__version__}, torch {torch.__version__}, '
+        f'weight seed {weights.WEIGHT_SEED}, input seed {weights.INPUT_SEED}')
+  for name, size in weights.GOLDEN_SIZES.items():
+    golden(name, size)
+
+
+if __name__ == '__main__':
+  main()

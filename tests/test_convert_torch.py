@@ -1,0 +1,55 @@
+"""se_flax.convert against live timm, for layouts the golden files do not cover.
+
+Skipped where torch or timm is missing (CI's jax environment); runs where both are installed next
+to jax. Torch tensors are passed to `from_timm` as they are, through `__array__`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from se_flax import convert
+
+torch = pytest.importorskip('torch')
+timm = pytest.importorskip('timm')
+
+GOLDEN = pathlib.Path(__file__).resolve().parent / 'golden'
+_spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weights.py')
+weights = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(weights)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(module, variables, images):
+  return module.apply(variables, images, train=False)
+
+
+# Small inputs keep compile and run short. 68 px (timm layout): even stem and max-pool inputs,
+# then odd stages (ceil-mode avg-down); 64 px (legacy): stem output 32, where the ceil-mode
+# max-pool gives 16 and floor mode 15.
+@pytest.mark.parametrize('name, size', [
+    ('seresnet18', 68),  # timm basic block, SE width 8 at 64 channels
+    ('resnet26d', 68),  # no SE, deep stem, avg-down
+    ('senet154', 68),  # timm layout, 3x3 strided projection, cardinality 64
+    ('legacy_seresnet50', 64),  # stride on the first 1x1
+    ('legacy_seresnext26_32x4d', 64),
+])
+def test_matches_live_timm(name, size):
+  model = timm.create_model(name, pretrained=False).eval()
+  keys = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+  state_dict = {k: torch.from_numpy(v) for k, v in weights.make_state_dict(keys, seed=3).items()}
+  model.load_state_dict(state_dict, strict=True)
+  images = weights.make_inputs(seed=4, size=size)
+  with torch.no_grad():
+    expected = model(torch.from_numpy(images)).numpy()
+  module, variables = convert.from_timm(name, state_dict)
+  logits = np.asarray(_logits(module, variables, images.transpose(0, 2, 3, 1)))
+  error = float(np.linalg.norm(logits - expected) / np.linalg.norm(expected))
+  print(f'{name} at {size} px: relative L2 error {error:.2e}')
+  assert error < 1e-5
