@@ -16,7 +16,7 @@ def get_config(arg: str | None = None):
   config = default.get_config()
   config.data = input_pipeline.default_data_config('digits')
   config.data.image_size = 8
-  config.data.augment = 'none'
+  config.data.augment = 'cifar'  # 1-pixel zero-pad + random 8x8 crop, no flip (see data config)
   config.data.train_split = 'train'
   config.data.eval_split = 'test'
 

@@ -2,12 +2,11 @@
 
 Real data: the offline digits dataset (in-memory path) and a tiny JPEG
 dataset built here (streaming path). CIFAR/ImageNet use `tfds.testing.
-mock_data` on top of metadata written by `_write_metadata` (see `_mock_tfds`).
+mock_data` on top of metadata written by `tfds_mocks.mock_tfds`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Iterator
 
 import numpy as np
@@ -17,6 +16,7 @@ from etils import epath
 
 from se_flax.data import digits
 from se_flax.data import input_pipeline as ip
+import tfds_mocks
 
 _JPEG_TRAIN, _JPEG_EVAL = 37, 23
 
@@ -104,32 +104,6 @@ def _assert_same(a: dict, b: dict) -> None:
 
 def _concat(batches: list[dict]) -> dict:
   return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
-
-
-def _write_metadata(name: str, data_dir: str, num_examples: int) -> None:
-  """TFDS metadata claiming train/test/validation splits of `num_examples`."""
-  builder = tfds.builder(name, data_dir=data_dir)
-  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_path, dataset_name=name,
-                                           filetype_suffix='tfrecord')
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=split, shard_lengths=[num_examples], num_bytes=0,
-                          filename_template=template.replace(split=split))
-      for split in ('train', 'test', 'validation')]))
-  builder.data_path.mkdir(parents=True)
-  builder.info.write_to_directory(builder.data_path)
-
-
-@contextlib.contextmanager
-def _mock_tfds(name: str, num_examples: int, data_dir: str):
-  """TFDS serves `num_examples` random examples per split of `name`, as if prepared.
-
-  The metadata make `is_prepared()` and `info.splits` work (USE_FILES policy);
-  inside, every builder's data_dir is replaced by `data_dir`.
-  """
-  _write_metadata(name, data_dir, num_examples)
-  with tfds.testing.mock_data(num_examples=num_examples, data_dir=data_dir,
-                              policy=tfds.testing.MockPolicy.USE_FILES):
-    yield
 
 
 # ----------------------------------------------------------------------------
@@ -243,7 +217,7 @@ def test_stream_train_shards_epochs_and_resumes(jpeg_cfg):
 
 
 def test_mock_cifar10_batches(tmp_path):
-  with _mock_tfds('cifar10', 20, str(tmp_path)):
+  with tfds_mocks.mock_tfds('cifar10', 20, str(tmp_path)):
     cfg = ip.default_data_config('cifar10')
     cfg.data_dir = str(tmp_path)
     assert cfg.augment == 'cifar'
@@ -256,7 +230,7 @@ def test_mock_cifar10_batches(tmp_path):
 
 
 def test_mock_imagenet_batches(tmp_path):
-  with _mock_tfds('imagenet2012', 12, str(tmp_path)):
+  with tfds_mocks.mock_tfds('imagenet2012', 12, str(tmp_path)):
     cfg = ip.default_data_config('imagenet2012')
     cfg.update(data_dir=str(tmp_path), image_size=32, eval_resize=36)
     assert cfg.augment == 'inception' and cfg.eval_split == 'validation'

@@ -128,6 +128,7 @@ def default_data_config(name: str = 'digits') -> Config:
   cfg.image_size = size
   cfg.augment = _DEFAULT_AUGMENT[name]
   cfg.crop_padding = 1 if name == 'digits' else 4
+  cfg.random_flip = name != 'digits'  # horizontal flips with the 'cifar' / 'inception' crops
   cfg.rrc_scale = (0.08, 1.0)
   cfg.rrc_ratio = (3 / 4, 4 / 3)
   cfg.eval_resize = 256 if name == 'imagenet2012' else size
@@ -296,7 +297,10 @@ def _train_transform(data_cfg: Config, encoded: bool, channels: int) -> Transfor
 
   def transform(data: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    return tf.image.stateless_random_flip_left_right(crop(data, crop_seed), flip_seed)
+    image = crop(data, crop_seed)
+    if not data_cfg.random_flip:  # e.g. digits: a mirrored 2 is no longer a 2
+      return image
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
   return transform
 
