@@ -1,6 +1,6 @@
 """Regenerate the timm golden files used by tests/test_convert.py (needs torch + timm, no jax).
 
-    /work/torchvenv/bin/python tests/golden/make_golden.py
+    python tests/golden/make_golden.py   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
 
 For each name: the timm state-dict key list (keys/<name>.json) and timm's eval-mode logits on
 synthetic weights and inputs (logits/<name>.npy). The weights are not stored; both sides
@@ -19,7 +19,7 @@ import torch
 import weights
 
 HERE = pathlib.Path(__file__).resolve().parent
-# Exact parameter counts, /work/shared/reference/senet_facts.md section 1 (timm 1.0.31).
+# Exact parameter counts, shared/reference/senet_facts.md (timm 1.0.31 model table) section 1 (timm 1.0.31).
 REFERENCE_PARAMS = {
     'legacy_senet154': 115_088_984,
     'legacy_seresnet18': 11_778_592,
