@@ -219,3 +219,42 @@ def test_cli_bad_value_exits_nonzero_and_leaves_workdir_alone(digits_dir, tmp_pa
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and "gate='softmax'" in errors[0] and 'sigmoid' in errors[0], proc.stderr[-2000:]
   assert not workdir.exists()
+
+
+def test_eval_of_timm_weights_on_mock_imagenet(tmp_path):
+  """eval.py's timm path: a timm state dict (.safetensors) evaluated on a TFDS split."""
+  import importlib.util
+  import safetensors.numpy
+  from se_flax import convert, evaluation
+  golden = os.path.join(REPO, 'tests', 'golden')
+  spec = importlib.util.spec_from_file_location('golden_weights', os.path.join(golden, 'weights.py'))
+  weights = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(weights)
+  keys = json.load(open(os.path.join(golden, 'keys', 'legacy_seresnet18.json')))
+  path = str(tmp_path / 'legacy_seresnet18.safetensors')
+  safetensors.numpy.save_file(weights.make_state_dict(keys), path)
+
+  config = imagenet_config.get_config('legacy_seresnet18')
+  config.data.update(data_dir=str(tmp_path / 'tfds'), image_size=64, eval_resize=72)
+  config.eval.global_batch_size = 8
+  with tfds_mocks.mock_tfds('imagenet2012', 12, config.data.data_dir):
+    result = evaluation.evaluate_timm(config, 'legacy_seresnet18', path)
+    batches = list(input_pipeline.eval_iterator(config.data, global_batch_size=12))
+  assert result['num_examples'] == 12 and result['source'] == path
+
+  module, variables = convert.from_timm_file('legacy_seresnet18', path)
+  logits = np.asarray(module.apply(variables, batches[0]['image'], train=False))
+  labels = batches[0]['label']
+  assert result['top1'] == pytest.approx(np.mean(np.argmax(logits, -1) == labels), abs=1e-9)
+  logp = jax.nn.log_softmax(jnp.asarray(logits))
+  assert result['loss'] == pytest.approx(-float(np.mean(logp[np.arange(12), labels])), rel=1e-4)
+
+
+def test_bfloat16_compute_keeps_float32_params(digits_dir, tmp_path):
+  config = tiny_digits(digits_dir, num_steps=3, checkpoint_every_steps=3, log_every_steps=3)
+  config.model.dtype = 'bfloat16'
+  result = train_lib.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(result['loss'])
+  state = final_state(str(tmp_path))
+  dtypes = {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(state['params'])}
+  assert dtypes == {np.dtype('float32')}
