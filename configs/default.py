@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.num_devices = config_dict.placeholder(int)  # None: all devices; N: the first N (one process)
+  # Persistent XLA compilation cache: a rerun or resume skips recompiling ('' turns it off).
+  config.compilation_cache_dir = '~/.cache/se_flax/jax_compilation_cache'
 
   config.data = input_pipeline.default_data_config()
 
