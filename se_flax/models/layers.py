@@ -27,7 +27,8 @@ def max_pool_stem(x: jax.Array, mode: str) -> jax.Array:
   """The 3x3 / 2 stem max-pool.
 
   mode 'pad': padding 1 (torchvision, timm). mode 'ceil': no padding, ceil mode
-  (Caffe, timm `legacy_*`); the two differ in output size for even inputs.
+  (Caffe, timm `legacy_*`); the two differ in output size for odd inputs (113 -> 57 vs 56)
+  and in window alignment for all.
   """
   if mode == 'pad':
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

@@ -161,7 +161,7 @@ def _register_imagenet() -> None:
 # CIFAR networks (32x32, three stages, 3x3 stem without pooling).
 
 def _register_cifar() -> None:
-  cifar = dict(stem='cifar', stem_channels=16, widths=(16, 32, 64), drop_rate=0.0)
+  cifar = dict(stem='cifar', stem_channels=16, widths=(16, 32, 64), drop_rate=0.0, num_classes=10)
   paper_se = SEConfig(rounding='floor')
   for depth in (20, 32, 44, 56, 110):
     n = (depth - 2) // 6
@@ -193,7 +193,7 @@ def _register_tiny() -> None:
            se=SEConfig(reduction=4))
   register('seresnet_tiny_cifar', input_size=32, description='tiny CIFAR SE-ResNet for tests',
            block='basic', stage_sizes=(1, 1, 1), stem='cifar', stem_channels=8, widths=(8, 16, 32),
-           se=SEConfig(reduction=4))
+           se=SEConfig(reduction=4), num_classes=10)
 
 
 _register_imagenet()

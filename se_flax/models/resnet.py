@@ -74,7 +74,7 @@ class _Residual(nn.Module):
 
   def _finish(self, y: jax.Array, shortcut: jax.Array, out_channels: int, post_act: bool) -> jax.Array:
     """Standard/identity/post SE placements around the residual sum."""
-    if self.act_before_attn:
+    if self.act_before_attn and self.attn is not None:  # part of the SE port, gone with SE off
       y = nn.relu(y)
     y = self._attn_at('standard', y)
     shortcut = self._shortcut(shortcut, out_channels)
@@ -136,8 +136,8 @@ class PreActBasicBlock(_Residual):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     out_channels = self.filters
-    x = self._attn_at('pre', x)
-    pre = nn.relu(self.norm(name='bn1')(x))
+    # SE-PRE recalibrates the residual branch only; the identity keeps x (paper Fig. 5c).
+    pre = nn.relu(self.norm(name='bn1')(self._attn_at('pre', x)))
     # The projection shortcut sees the pre-activated input, as in the original nets.
     shortcut = x if self.downsample in (None, 'pad') else pre
     y = self.conv(out_channels, (3, 3), strides=(self.strides, self.strides),
@@ -157,8 +157,7 @@ class PreActBottleneck(_Residual):
   def __call__(self, x: jax.Array) -> jax.Array:
     width = self._width()
     out_channels = self.filters * self.expansion
-    x = self._attn_at('pre', x)
-    pre = nn.relu(self.norm(name='bn1')(x))
+    pre = nn.relu(self.norm(name='bn1')(self._attn_at('pre', x)))
     shortcut = x if self.downsample in (None, 'pad') else pre
     y = self.conv(width, (1, 1), padding='VALID', name='conv1')(pre)
     y = nn.relu(self.norm(name='bn2')(y))
