@@ -9,6 +9,7 @@ import jax
 import ml_collections
 
 from se_flax import checkpointing
+from se_flax import steps
 from se_flax import train_lib
 
 
@@ -22,7 +23,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
   state, _ = checkpointing.restore(manager, exp.state, step=step)
   split = split or config.data.eval_split
   metrics = train_lib.evaluate(
-      train_lib.make_eval_step(exp.model, exp.spec.num_classes, exp.mesh),
+      steps.make_eval_step(exp.model, exp.spec.num_classes, exp.mesh),
       {'params': state.params, 'batch_stats': state.batch_stats}, config.data, split=split,
       global_batch_size=config.eval.global_batch_size, mesh=exp.mesh)
   return {**metrics, 'step': int(state.step), 'split': split,
@@ -36,11 +37,11 @@ def evaluate_timm(config: ml_collections.ConfigDict, timm_model: str, weights: s
   train_lib.maybe_initialize_distributed(config)
   if not os.path.isfile(weights):
     raise FileNotFoundError(f'--timm_weights file {weights!r} does not exist')
-  module, variables = convert.from_timm_file(timm_model, weights, dtype=train_lib.DTYPES[config.model.dtype])
-  mesh = train_lib.create_mesh(config)
+  module, variables = convert.from_timm_file(timm_model, weights, dtype=steps.DTYPES[config.model.dtype])
+  mesh = steps.create_mesh(config)
   variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   split = split or config.data.eval_split
-  metrics = train_lib.evaluate(train_lib.make_eval_step(module, module.num_classes, mesh), variables,
+  metrics = train_lib.evaluate(steps.make_eval_step(module, module.num_classes, mesh), variables,
                                config.data, split=split, global_batch_size=config.eval.global_batch_size,
                                mesh=mesh)
   return {**metrics, 'step': 0, 'split': split, 'source': weights}
