@@ -11,14 +11,12 @@ import os
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from se_flax import cli
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-config_flags.DEFINE_config_file('config', os.path.join(_HERE, 'configs', 'digits.py'),
-                                'Configuration file the checkpoint was trained with (path[:arg]).',
-                                lock_config=True)
+cli.define_config_flag(os.path.join(_HERE, 'configs', 'digits.py'),
+                       'Configuration file the checkpoint was trained with (path[:arg]).')
 flags.DEFINE_string('workdir', None, 'Training workdir (default: workdirs/<dataset>_<model>).')
 flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
 flags.DEFINE_string('split', None, 'TFDS split to evaluate (default: config.data.eval_split).')
@@ -34,7 +32,7 @@ def main(argv):
   from se_flax import evaluation  # after TF is told to keep off the GPUs
 
   FLAGS = flags.FLAGS
-  config = FLAGS.config
+  config = cli.load_config(FLAGS)
   with cli.clean_errors():
     if FLAGS.timm_weights or FLAGS.timm_model:
       if not (FLAGS.timm_weights and FLAGS.timm_model):
@@ -50,4 +48,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

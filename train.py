@@ -12,13 +12,12 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from se_flax import cli
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-config_flags.DEFINE_config_file('config', os.path.join(_HERE, 'configs', 'digits.py'),
-                                'Training configuration file (path[:arg]).', lock_config=True)
+cli.define_config_flag(os.path.join(_HERE, 'configs', 'digits.py'),
+                       'Training configuration file (path[:arg]).')
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard logs '
                     '(default: workdirs/<dataset>_<model>).')
 
@@ -28,18 +27,21 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.hide_gpus_from_tensorflow()
   cli.quiet_library_logs()
-  from se_flax import train_lib  # after TF is told to keep off the GPUs
+  from se_flax import checkpointing, resilience, train_lib  # after TF is told to keep off the GPUs
+  from se_flax.data import input_pipeline
 
-  config = flags.FLAGS.config
+  config = cli.load_config(flags.FLAGS)
   workdir = flags.FLAGS.workdir or cli.default_workdir(config)
   with cli.clean_errors():  # bad input: one line, exit 1, workdir untouched
     cli.check_workdir_writable(workdir)
     train_lib.maybe_initialize_distributed(config)
     train_lib.validate_config(config)
-  result = train_lib.train_and_evaluate(config, workdir)
+  with cli.clean_errors(resilience.WorkdirBusyError, resilience.NonFiniteError,
+                        checkpointing.CheckpointMismatchError, input_pipeline.DataNotFoundError):
+    result = train_lib.train_and_evaluate(config, workdir)
   logging.info('final eval: %s', result)
   print(json.dumps(result))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

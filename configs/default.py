@@ -68,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
   config.train.eval_every_epochs = 1.0  # 0: evaluate only at the end
+  config.train.on_nonfinite = 'stop'  # non-finite loss/gradient: 'stop' the run, or 'skip' the update
 
   config.eval = ml_collections.ConfigDict()
   config.eval.global_batch_size = 256

@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
   config.schedule.warmup_epochs = 1.0
 
   config.train.global_batch_size = 128
-  config.train.num_epochs = 30.0
+  config.train.num_epochs = 40.0
   config.train.log_every_steps = 33
   config.train.checkpoint_every_steps = 110
   config.train.eval_every_epochs = 10.0

@@ -2,17 +2,28 @@
 
 The data position is the step itself: batches are a deterministic function of (seed, step), so
 restoring the state is all a resumed run needs to see exactly the batches it would have seen.
+Saves are atomic (orbax writes to a temporary directory and renames it on commit), so a run
+killed mid-save leaves the previous checkpoints as they were. A damaged checkpoint found at
+start-up is set aside (renamed, never deleted) and the newest good one is used instead.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+from absl import logging
 import flax
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint holds a different model (keys or shapes) than the config builds."""
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
@@ -23,8 +34,11 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict,
       enable_async_checkpointing=not read_only,
       create=not read_only,
       read_only=read_only,
+      cleanup_tmp_directories=not read_only,  # leftovers of a save interrupted by a kill
   )
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, config: ml_collections.ConfigDict,
@@ -36,6 +50,31 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, config: ml_colle
                       force=force)
 
 
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'params/layer1_0/conv1/kernel' -> shape, for a state tree or orbax's metadata of one."""
+  tree = getattr(tree, 'tree', tree)  # orbax wraps the metadata tree
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(getattr(v, 'shape', ()))
+          for path, v in leaves}
+
+
+def check_compatible(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Raise CheckpointMismatchError listing keys and shapes that differ from `state`'s."""
+  stored = _flat_shapes(manager.item_metadata(step)['state'])
+  wanted = _flat_shapes(flax.serialization.to_state_dict(state))
+  missing = sorted(set(wanted) - set(stored))
+  extra = sorted(set(stored) - set(wanted))
+  shapes = sorted(f'{k} {stored[k]} vs {wanted[k]}' for k in set(stored) & set(wanted)
+                  if stored[k] != wanted[k])
+  if missing or extra or shapes:
+    parts = [f'{len(missing)} missing: {", ".join(missing[:8])}' if missing else '',
+             f'{len(extra)} unexpected: {", ".join(extra[:8])}' if extra else '',
+             f'{len(shapes)} shape mismatches (checkpoint vs model): {", ".join(shapes[:8])}' if shapes else '']
+    raise CheckpointMismatchError(
+        f'checkpoint {manager.directory}/{step} does not fit the configured model: '
+        + '; '.join(p for p in parts if p) + ' (a different model or num_classes?)')
+
+
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
   """Restore `step` (default: latest) into the shapes and shardings of `abstract_state`."""
   step = manager.latest_step() if step is None else step
@@ -44,11 +83,46 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
   if step not in manager.all_steps():
     raise FileNotFoundError(f'no checkpoint for step {step} in {manager.directory}; '
                             f'available: {sorted(manager.all_steps())}')
+  check_compatible(manager, step, abstract_state)
   target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
                                   flax.serialization.to_state_dict(abstract_state))
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                            meta=ocp.args.JsonRestore()))
-  return flax.serialization.from_state_dict(abstract_state, restored.state), restored.meta
+  state = flax.serialization.from_state_dict(abstract_state, restored.state)
+  if not all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params)):
+    raise ValueError(f'checkpoint {manager.directory}/{step} holds non-finite parameters')
+  return state, restored.meta
+
+
+def restore_newest_good(manager: ocp.CheckpointManager, state: Any) -> tuple[Any, int | None]:
+  """Restore the newest checkpoint that reads back; set damaged ones aside with a warning.
+
+  A checkpoint for a different model is not damage: CheckpointMismatchError propagates and
+  nothing is moved. Returns (state, restored step or None when there is no good checkpoint).
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return restore(manager, state, step)[0], step
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (any read failure means damage)
+      moved = _set_aside(manager, step)
+      logging.warning('checkpoint %s/%d is damaged (%s: %s); set aside as %s, falling back to an '
+                      'older one', manager.directory, step, type(e).__name__, str(e).splitlines()[0][:200],
+                      moved)
+  return state, None
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Rename a damaged step directory so orbax no longer lists it; its bytes stay on disk."""
+  src = os.path.join(str(manager.directory), str(step))
+  dst = f'{src}.damaged-{time.strftime("%Y%m%d-%H%M%S")}'
+  if jax.process_index() == 0:
+    os.rename(src, dst)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'se_flax_set_aside_{step}')
+  manager.reload()
+  return dst
 
 
 def _jsonable(x: Any) -> Any:

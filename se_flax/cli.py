@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 
 
@@ -42,14 +43,60 @@ def check_workdir_writable(workdir: str) -> None:
     raise ValueError(f'workdir {workdir!r} is not writable ({path!r} is not a writable directory)')
 
 
+def _one_line(e: BaseException) -> str:
+  text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+  return ' '.join(str(text).split())
+
+
+def define_config_flag(default: str, help_text: str) -> None:
+  """`--config` (a locked ml_collections config file). config_flags applies `--config.x=...`
+  overrides already here, so an override naming an unknown field fails here: in one line."""
+  from ml_collections import config_flags
+  try:
+    config_flags.DEFINE_config_file('config', default, help_text, lock_config=True)
+  except KeyError as e:
+    print(f'error: unknown config field in an override: {_one_line(e)}', file=sys.stderr)
+    sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing whose errors (unknown flag, bad value, config field typo) are one line."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, ValueError, TypeError, AttributeError, OSError) as e:
+    print(f'error: {_one_line(e)}', file=sys.stderr)
+    sys.exit(1)
+
+
+def load_config(flag_values):
+  """The --config file with its overrides applied, or one line saying what went wrong.
+
+  ml_collections defers both a load failure and a bad override until the config is first used.
+  """
+  try:
+    config = flag_values.config
+    config.keys()
+    return config
+  except KeyError as e:  # --config.some.typo=...
+    print(f'error: unknown config field in an override: {_one_line(e)}', file=sys.stderr)
+  except (OSError, ImportError, SyntaxError, AttributeError, TypeError, ValueError) as e:
+    reason = re.findall(r'\[Errno \d+\] ([^\n]*)', str(e)) or [_one_line(e)]
+    print(f'error: cannot load --config={flag_values["config"].config_filename!r}: {reason[-1]}',
+          file=sys.stderr)
+  sys.exit(1)
+
+
 @contextlib.contextmanager
-def clean_errors():
-  """Configuration and data errors end the program with one line on stderr and exit code 1."""
+def clean_errors(*kinds: type[BaseException]):
+  """Errors of `kinds` (default: configuration and data errors) end the program with one line on
+  stderr and exit code 1; set SE_FLAX_TRACEBACK=1 to see the traceback instead."""
   from se_flax.data import input_pipeline
+  kinds = kinds or (ValueError, FileNotFoundError, input_pipeline.DataNotFoundError)
   try:
     yield
-  except (ValueError, FileNotFoundError, input_pipeline.DataNotFoundError) as e:
+  except kinds as e:
     if os.environ.get('SE_FLAX_TRACEBACK'):
       raise
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {_one_line(e)}', file=sys.stderr)
     sys.exit(1)

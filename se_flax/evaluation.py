@@ -24,7 +24,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
   split = split or config.data.eval_split
   metrics = train_lib.evaluate(
       steps.make_eval_step(exp.model, exp.spec.num_classes, exp.mesh),
-      {'params': state.params, 'batch_stats': state.batch_stats}, config.data, split=split,
+      {'params': state.params, 'batch_stats': state.batch_stats}, data_config=config.data, split=split,
       global_batch_size=config.eval.global_batch_size, mesh=exp.mesh)
   return {**metrics, 'step': int(state.step), 'split': split,
           'source': os.path.join(workdir, 'checkpoints', str(int(state.step)))}
@@ -42,6 +42,6 @@ def evaluate_timm(config: ml_collections.ConfigDict, timm_model: str, weights: s
   variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   split = split or config.data.eval_split
   metrics = train_lib.evaluate(steps.make_eval_step(module, module.num_classes, mesh), variables,
-                               config.data, split=split, global_batch_size=config.eval.global_batch_size,
+                               data_config=config.data, split=split, global_batch_size=config.eval.global_batch_size,
                                mesh=mesh)
   return {**metrics, 'step': 0, 'split': split, 'source': weights}

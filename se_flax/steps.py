@@ -30,6 +30,7 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array  # raw uint32[2] key; the step key is fold_in(rng, step)
+  skipped: jax.Array  # int32: steps whose update was dropped for a non-finite loss or gradient
 
 
 
@@ -71,7 +72,8 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init({'params': init_rng}, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                             batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+                             batch_stats=variables.get('batch_stats', {}), rng=state_rng,
+                             skipped=jnp.zeros((), jnp.int32))
 
   replicated = NamedSharding(mesh, P())
   # Non-partitionable threefry (still a stable, backend-independent stream): a 4x faster compile of the replicated init
@@ -95,12 +97,19 @@ def _train_step(state: TrainState, batch: dict, *, model, num_classes: int, labe
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
+  loss = jax.lax.pmean(loss, AXIS)
   if not sync_bn:  # keep the replicated statistics identical across devices
     batch_stats = jax.lax.pmean(batch_stats, AXIS)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  # A non-finite step changes nothing but the step (the next batch follows) and the skip count;
+  # the loop then stops or goes on, as train.on_nonfinite says.
+  dropped = state.replace(step=state.step + 1, skipped=state.skipped + 1)
+  new_state = jax.tree_util.tree_map(lambda u, d: jnp.where(finite, u, d), updated, dropped)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-  metrics = {'loss': jax.lax.pmean(loss, AXIS), 'accuracy': jax.lax.pmean(accuracy, AXIS),
-             'learning_rate': lr_fn(state.step), 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss, 'accuracy': jax.lax.pmean(accuracy, AXIS), 'learning_rate': lr_fn(state.step),
+             'grad_norm': grad_norm, 'nonfinite': 1.0 - finite.astype(jnp.float32)}
   return new_state, metrics
 
 

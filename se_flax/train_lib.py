@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -32,6 +33,7 @@ import optax
 from se_flax import checkpointing
 from se_flax import models
 from se_flax import optim
+from se_flax import resilience
 from se_flax.data import input_pipeline
 from se_flax.steps import AXIS, TrainState, create_mesh, create_model, create_train_state
 from se_flax.steps import make_eval_step, make_train_step, num_mesh_devices, to_global
@@ -62,6 +64,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
   if config.schedule.name not in optim.SCHEDULES:
     raise ValueError(f'schedule.name={config.schedule.name!r} is not one of {", ".join(optim.SCHEDULES)}')
+  if config.train.on_nonfinite not in resilience.NONFINITE_MODES:
+    raise ValueError(f'train.on_nonfinite={config.train.on_nonfinite!r} is not one of '
+                     f'{", ".join(resilience.NONFINITE_MODES)}')
   if not config.optim.lr > 0:
     raise ValueError(f'optim.lr={config.optim.lr} must be positive')
   if config.train.num_steps is not None and config.train.num_steps <= 0:
@@ -112,7 +117,7 @@ def prefetch(iterator: Iterator[dict], sharding: NamedSharding, size: int = 2) -
     enqueue(1)
 
 
-def evaluate(eval_step: Callable, variables: dict, data_config, *, split: str | None, global_batch_size: int,
+def evaluate(eval_step: Callable, variables: dict, *, data_config, split: str | None, global_batch_size: int,
              mesh) -> dict[str, float]:
   """Top-1, top-5 and mean loss over every example of `split` exactly once."""
   sharding = NamedSharding(mesh, P(AXIS))
@@ -172,16 +177,27 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final eval."""
-  exp = build_experiment(config)
-  spec, model, mesh, lr_fn = exp.spec, exp.model, exp.mesh, exp.lr_fn
-  steps_per_epoch, total_steps, state = exp.steps_per_epoch, exp.total_steps, exp.state
-  batch = config.train.global_batch_size
+  """Train `config` in `workdir`, resuming from its newest good checkpoint; returns the final eval.
 
+  On SIGTERM it saves the current step and returns {'preempted': True, 'step': ...}.
+  """
+  exp = build_experiment(config)
   os.makedirs(workdir, exist_ok=True)
-  manager = checkpointing.create_manager(workdir, config)
-  if manager.latest_step() is not None:
-    state, _ = checkpointing.restore(manager, state)
+  with resilience.WorkdirLock(workdir), resilience.PreemptionWatcher() as preemption:
+    manager = checkpointing.create_manager(workdir, config)
+    try:
+      return _train(config, workdir, exp, manager, preemption)
+    finally:
+      manager.wait_until_finished()  # an async save in flight completes even when a step failed
+      manager.close()
+
+
+def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[str, Any]:
+  spec, model, mesh, lr_fn = exp.spec, exp.model, exp.mesh, exp.lr_fn
+  steps_per_epoch, total_steps = exp.steps_per_epoch, exp.total_steps
+  batch = config.train.global_batch_size
+  state, restored = checkpointing.restore_newest_good(manager, exp.state)
+  if restored is not None:
     logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
   start_step = int(state.step)
 
@@ -196,18 +212,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = make_train_step(model, config, spec.num_classes, mesh, lr_fn)
   eval_step = make_eval_step(model, spec.num_classes, mesh)
+  run_eval = functools.partial(evaluate, eval_step, data_config=config.data, split=config.data.eval_split,
+                               global_batch_size=config.eval.global_batch_size, mesh=mesh)
   eval_every = int(round(config.train.eval_every_epochs * steps_per_epoch)) or total_steps
-  data_sharding = NamedSharding(mesh, P(AXIS))
   train_iter = prefetch(input_pipeline.train_iterator(
       config.data, global_batch_size=batch, seed=config.seed, start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count()), data_sharding)
+      process_index=jax.process_index(), process_count=jax.process_count()), NamedSharding(mesh, P(AXIS)))
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)] if is_chief else []
-  pending, eval_metrics = [], {}
+  pending, eval_metrics, unchecked = [], {}, None
+  skipped = int(state.skipped)
+  check = functools.partial(resilience.check_nonfinite, mode=config.train.on_nonfinite)
   last_log_time, last_log_step = time.time(), start_step
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       state, metrics = train_step(state, next(train_iter))
+    if unchecked is not None:  # the previous step, read one step late so dispatch stays ahead
+      skipped = check(unchecked[1], unchecked[0], skipped_total=skipped)
+    unchecked = (step, metrics)
     if step == start_step + 1:
       jax.block_until_ready(metrics)
       logging.info('first step (compilation included) took %.1f s', time.time() - last_log_time)
@@ -216,43 +238,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for hook in hooks:
       hook(step)
 
-    if step % config.train.log_every_steps == 0 or step == total_steps:
-      summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
-      elapsed = time.time() - last_log_time
-      summary['img_per_sec'] = (step - last_log_step) * batch / max(elapsed, 1e-9)
-      summary['img_per_sec_per_device'] = summary['img_per_sec'] / jax.device_count()
-      summary['epoch'] = step / steps_per_epoch
-      writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
-      eta = (total_steps - step) * elapsed / max(step - last_log_step, 1)
-      logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.1f img/s  ETA %s', step,
-                   total_steps, summary['epoch'], summary['loss'], summary['accuracy'],
-                   summary['learning_rate'], summary['img_per_sec'], _format_eta(eta))
+    preempted = preemption.reached(step)
+    due_log = step % config.train.log_every_steps == 0 or step == total_steps
+    due_eval = step % eval_every == 0 or step == total_steps
+    due_save = step % config.train.checkpoint_every_steps == 0 or step == total_steps or preempted
+    if due_log or due_eval or due_save:  # never log, evaluate or save past an unchecked step
+      skipped, unchecked = check(metrics, step, skipped_total=skipped), None
+
+    if due_log:
+      _log_train(writer, pending, step, total_steps, steps_per_epoch, batch, time.time() - last_log_time,
+                 step - last_log_step, skipped)
       pending, last_log_time, last_log_step = [], time.time(), step
-
-    if step % eval_every == 0 or step == total_steps:
-      eval_metrics = evaluate(eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
-                              config.data, split=config.data.eval_split,
-                              global_batch_size=config.eval.global_batch_size, mesh=mesh)
-      writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
-      logging.info('eval at step %d: top1 %.4f  top5 %.4f  loss %.4f  (%d examples)', step,
-                   eval_metrics['top1'], eval_metrics['top5'], eval_metrics['loss'],
-                   eval_metrics['num_examples'])
+    if due_eval:
+      eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
+      _log_eval(writer, step, eval_metrics)
       last_log_time = time.time()  # keep evaluation out of the img/s figure
+    if due_save:
+      checkpointing.save(manager, step, state, config, force=step == total_steps or preempted)
+    if preempted:
+      manager.wait_until_finished()
+      logging.warning('preempted: checkpoint for step %d written to %s; rerun to continue', step,
+                      manager.directory)
+      writer.flush()
+      return {'preempted': True, 'step': step}
 
-    if step % config.train.checkpoint_every_steps == 0 or step == total_steps:
-      checkpointing.save(manager, step, state, config, force=step == total_steps)
-
-  manager.wait_until_finished()
   writer.flush()
   if not eval_metrics:  # resumed at the end: evaluate the restored state
-    eval_metrics = evaluate(eval_step, {'params': state.params, 'batch_stats': state.batch_stats},
-                            config.data, split=config.data.eval_split,
-                            global_batch_size=config.eval.global_batch_size, mesh=mesh)
-  result = {**eval_metrics, 'step': int(state.step)}
+    eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
+  result = {**eval_metrics, 'step': int(state.step), 'skipped_steps': skipped}
   if is_chief:
     with open(os.path.join(workdir, 'final_eval.json'), 'w') as f:
       json.dump(result, f, indent=1)
   return result
+
+
+def _log_train(writer, pending: list[dict], step: int, total_steps: int, steps_per_epoch: int,
+               batch: int, elapsed: float, steps_done: int, skipped: int) -> None:
+  """Mean train metrics since the last log, throughput, and a progress line with the ETA."""
+  summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+  summary['img_per_sec'] = steps_done * batch / max(elapsed, 1e-9)
+  summary['img_per_sec_per_device'] = summary['img_per_sec'] / jax.device_count()
+  summary['epoch'] = step / steps_per_epoch
+  summary['skipped_steps'] = skipped
+  writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
+  eta = (total_steps - step) * elapsed / max(steps_done, 1)
+  logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.1f img/s  ETA %s', step,
+               total_steps, summary['epoch'], summary['loss'], summary['accuracy'],
+               summary['learning_rate'], summary['img_per_sec'], _format_eta(eta))
+
+
+def _log_eval(writer, step: int, metrics: dict) -> None:
+  writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+  logging.info('eval at step %d: top1 %.4f  top5 %.4f  loss %.4f  (%d examples)', step, metrics['top1'],
+               metrics['top5'], metrics['loss'], metrics['num_examples'])
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_eval_is_exact_for_any_batch_and_device_count(digits_dir):
     mesh = train_lib.create_mesh(config)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     got = train_lib.evaluate(train_lib.make_eval_step(exp.model, spec.num_classes, mesh),
-                             jax.device_put(jax.device_get(variables), replicated), config.data,
+                             jax.device_put(jax.device_get(variables), replicated), data_config=config.data,
                              split='test', global_batch_size=batch, mesh=mesh)
     assert got['num_examples'] == 360, (num_devices, batch)
     assert got['top1'] == pytest.approx(expected_top1, abs=1e-9), (num_devices, batch)
