@@ -11,3 +11,15 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 _cache = os.path.join(tempfile.gettempdir(), f'se_flax_test_jax_cache_{os.getuid()}')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _cache)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
+
+import pytest  # noqa: E402  (after the environment above is set)
+
+
+@pytest.fixture(scope='session')
+def digits_dir(tmp_path_factory) -> str:
+  """The offline digits dataset, prepared once per test session (about 2 s)."""
+  from se_flax.data import digits
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  digits.ensure_prepared(data_dir)
+  return data_dir

@@ -16,7 +16,7 @@ import pytest
 from se_flax import checkpointing
 from se_flax import resilience
 from se_flax import train_lib
-from test_train import REPO, digits_dir, final_state, run_cli, tiny_digits  # noqa: F401 (fixture)
+from test_train import REPO, final_state, run_cli, tiny_digits
 
 
 def assert_same_state(a: dict, b: dict) -> None:

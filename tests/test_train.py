@@ -26,13 +26,6 @@ import tfds_mocks
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def digits_dir(tmp_path_factory) -> str:
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  digits.ensure_prepared(data_dir)
-  return data_dir
-
-
 def tiny_digits(data_dir: str, **train):
   """The quickstart config shrunk to a tiny model and a few steps."""
   config = digits_config.get_config('seresnet_tiny_cifar')
