@@ -50,13 +50,6 @@ class SeFlaxTestJpegs(tfds.core.GeneratorBasedBuilder):
 
 
 @pytest.fixture(scope='module')
-def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  digits.ensure_prepared(data_dir)
-  return data_dir
-
-
-@pytest.fixture(scope='module')
 def jpeg_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   SeFlaxTestJpegs(data_dir=data_dir).download_and_prepare(
