@@ -16,14 +16,7 @@ import pytest
 from se_flax import checkpointing
 from se_flax import resilience
 from se_flax import train_lib
-from test_train import REPO, final_state, run_cli, tiny_digits
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)
-  assert len(flat_a) == len(flat_b)
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+from test_train import REPO, assert_same_state, final_state, run_cli, tiny_digits
 
 
 def tree_digest(path: str) -> dict[str, str]:

@@ -43,6 +43,14 @@ def final_state(workdir: str) -> dict:
   return ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), 'state'))
 
 
+def assert_same_state(a: dict, b: dict) -> None:
+  """Bitwise equality of two state trees, naming the first leaf that differs."""
+  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+
+
 def scalars(workdir: str, tag: str) -> dict[int, float]:
   """A scalar series, read back with TensorBoard's own event reader."""
   (path,) = glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
@@ -84,10 +92,7 @@ def test_resume_is_bitwise_equal(digits_dir, tmp_path):
   train_lib.train_and_evaluate(config(12), str(tmp_path / 'resumed'))
   a, b = final_state(str(tmp_path / 'straight')), final_state(str(tmp_path / 'resumed'))
   assert int(a['step']) == int(b['step']) == 12
-  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)
-  assert len(flat_a) == len(flat_b)
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+  assert_same_state(a, b)
 
 
 @pytest.mark.parametrize('num_devices', [1, 4])
