@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
+
+_NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 
 def same_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -23,6 +27,18 @@ def _ceil_extra(size: int, window: int, stride: int) -> int:
   return max(0, (out - 1) * stride + window - size)
 
 
+def _max_pool_3x3_s2(x: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """3x3 / 2 max-pool (-inf padding) as the max of 9 strided slices.
+
+  The same maxima as `nn.max_pool`, but the gradient is 9 elementwise selects instead of XLA's
+  select-and-scatter, which is about 10x slower on CPU (docs/speed_notes.md).
+  """
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
+  windows = [x[:, i:i + 2 * out_h - 1:2, j:j + 2 * out_w - 1:2, :] for i in range(3) for j in range(3)]
+  return functools.reduce(jnp.maximum, windows)
+
+
 def max_pool_stem(x: jax.Array, mode: str) -> jax.Array:
   """The 3x3 / 2 stem max-pool.
 
@@ -31,11 +47,30 @@ def max_pool_stem(x: jax.Array, mode: str) -> jax.Array:
   and in window alignment for all.
   """
   if mode == 'pad':
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return _max_pool_3x3_s2(x, ((1, 1), (1, 1)))
   if mode == 'ceil':
-    eh, ew = _ceil_extra(x.shape[1], 3, 2), _ceil_extra(x.shape[2], 3, 2)
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((0, eh), (0, ew)))
+    return _max_pool_3x3_s2(x, ((0, _ceil_extra(x.shape[1], 3, 2)), (0, _ceil_extra(x.shape[2], 3, 2))))
   raise ValueError(f'stem pool mode={mode!r} is not one of pad, ceil')
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         precision=None, **kwargs) -> jax.Array:
+  """`lax.conv_general_dilated`, with ungrouped unpadded 1x1 NHWC convolutions as a dot.
+
+  For `nn.Conv(conv_general_dilated=...)`. XLA CPU computes the kernel gradient of a 1x1
+  convolution as a convolution with an H x W window, tens of times slower than the equivalent
+  matrix product (docs/speed_notes.md); the dot's gradients are matrix products.
+  """
+  unpadded = padding == 'VALID' or (not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding))
+  undilated = all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+  pointwise = (rhs.shape[:2] == (1, 1) and feature_group_count == 1 and dimension_numbers == _NHWC
+               and unpadded and undilated and not kwargs)
+  if not pointwise:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision, **kwargs)
+  sh, sw = window_strides
+  return lax.dot_general(lhs[:, ::sh, ::sw, :], rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
 
 
 def avg_pool_ceil(x: jax.Array, window: int = 2) -> jax.Array:

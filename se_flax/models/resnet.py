@@ -242,7 +242,8 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                             kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+                             kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                             conv_general_dilated=layers.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, axis_name=self.axis_name, dtype=self.dtype,
                              param_dtype=self.param_dtype)

@@ -1,0 +1,127 @@
+"""Throughput of the input pipeline alone (no model), in images/s and images/s per CPU core.
+
+  python -m se_flax.tools.pipeline_benchmark --dataset=cifar|imagenet-jpeg [--batch=256] [--seconds=10] [--json]
+
+cifar: synthetic uint8 32x32x3 arrays through input_pipeline's in-memory train path (batch gather,
+'cifar' augment, normalisation). imagenet-jpeg: ~200 synthetic JPEGs of about 500x375 encoded in
+memory, through the streaming path's 'inception' train transform and the eval transform
+(resize 256, centre crop 224). Both reuse input_pipeline's own transform functions, so a change
+there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Callable, Iterator
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from se_flax.data import input_pipeline as ip
+
+DATASETS = ('cifar', 'imagenet-jpeg')
+_DATASET = flags.DEFINE_enum('dataset', 'cifar', DATASETS, 'Which input path to time.')
+_BATCH = flags.DEFINE_integer('batch', 256, 'Images per batch.')
+_SECONDS = flags.DEFINE_float('seconds', 10.0, 'Timed duration per transform (after one warm-up batch).')
+_NUM_JPEGS = flags.DEFINE_integer('num-jpegs', 200, 'Synthetic JPEGs to cycle through.')
+_JSON = flags.DEFINE_boolean('json', False, 'Print the figures as one JSON object on the last line.')
+
+
+def cpu_cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def images_per_second(batches: Iterator[dict], seconds: float) -> float:
+  """Images/s of an iterator over `seconds`, after one untimed batch (graph building, warm-up)."""
+  next(batches)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    count += len(next(batches)['image'])
+  return count / (time.perf_counter() - start)
+
+
+def cifar_batches(batch: int, n: int = 4096) -> Iterator[dict]:
+  """The in-memory train path of input_pipeline (`_memory_train`) on random uint8 images."""
+  cfg = ip.default_data_config('cifar10')
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.integers(0, 256, (n, 32, 32, 3), np.uint8))
+  transform = ip._train_transform(cfg, False, 3)
+
+  def make_batch(step: tf.Tensor) -> dict:
+    index = tf.random.stateless_uniform([batch], [0, step], maxval=n, dtype=tf.int64)
+    seeds = tf.stack([tf.fill([batch], tf.constant(7, tf.int64)), step * batch + tf.range(batch, dtype=tf.int64)], -1)
+    return {'image': ip._per_example(cfg, transform, (tf.gather(images, index), seeds))}
+
+  ds = tf.data.Dataset.range(1 << 62).map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ip._finish(ds)
+
+
+def synthetic_jpegs(count: int, height: int = 375, width: int = 500) -> list[bytes]:
+  """Smooth random photos (upsampled noise, so sizes are photo-like, not incompressible noise)."""
+  rng = np.random.default_rng(0)
+  jpegs = []
+  for _ in range(count):
+    coarse = rng.uniform(0, 255, (height // 8, width // 8, 3)).astype(np.float32)
+    fine = tf.image.resize(coarse, [height, width], method='bicubic') + rng.normal(0, 8, (height, width, 3))
+    jpegs.append(tf.io.encode_jpeg(tf.cast(tf.clip_by_value(fine, 0, 255), tf.uint8), quality=90).numpy())
+  return jpegs
+
+
+def jpeg_batches(jpegs: list[bytes], batch: int, train: bool) -> Iterator[dict]:
+  """input_pipeline's streaming example function (`_stream_epoch` / `_stream_eval`) over `jpegs`."""
+  cfg = ip.default_data_config('imagenet2012')
+  make = ip._train_transform if train else ip._eval_transform
+  transform: Callable[..., tf.Tensor] = make(cfg, True, 3)
+  key = tf.constant(7, tf.int64)
+
+  def example(position: tf.Tensor, data: tf.Tensor) -> dict:
+    image = transform(data, tf.stack([key, position])) if train else transform(data)
+    return {'image': ip._normalise(cfg, image)}
+
+  ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ip._finish(ds.batch(batch, drop_remainder=True))
+
+
+def run(dataset: str, batch: int, seconds: float, num_jpegs: int) -> dict:
+  """{transform: images/s} plus per-core figures."""
+  cores = cpu_cores()
+  if dataset == 'cifar':
+    rates = {'cifar_train': images_per_second(cifar_batches(batch), seconds)}
+    extra = {}
+  else:
+    jpegs = synthetic_jpegs(num_jpegs)
+    rates = {'inception_train': images_per_second(jpeg_batches(jpegs, batch, True), seconds),
+             'eval': images_per_second(jpeg_batches(jpegs, batch, False), seconds)}
+    extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs]))}
+  result = {'dataset': dataset, 'batch': batch, 'seconds': seconds, 'cpu_cores': cores, **extra}
+  for name, rate in rates.items():
+    result[f'{name}_img_s'] = rate
+    result[f'{name}_img_s_per_core'] = rate / cores
+  return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+  """Parses flags from argv (default sys.argv), prints the figures, returns them."""
+  flags.FLAGS(argv or sys.argv)
+  result = run(_DATASET.value, _BATCH.value, _SECONDS.value, _NUM_JPEGS.value)
+  for key, value in result.items():
+    if key.endswith('img_s'):
+      print(f'{key[:-6]:>16s}: {value:9.1f} img/s  {result[key + "_per_core"]:9.1f} img/s per core '
+            f'({result["cpu_cores"]} cores, batch {result["batch"]})')
+  if _JSON.value:
+    print(json.dumps(result))
+  return result
+
+
+def _app_main(argv: list[str]) -> None:
+  main(argv)
+
+
+if __name__ == '__main__':
+  app.run(_app_main)

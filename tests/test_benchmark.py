@@ -1,0 +1,86 @@
+"""The benchmark tools on a tiny model and a short duration: figures, errors, no TensorFlow.
+
+The benchmarks run in subprocesses (fresh module tables, one device by default even though the
+test session fakes four); the persistent compilation cache of conftest.py keeps reruns short.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import imagenet as imagenet_config
+from se_flax.tools import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--model=seresnet_tiny', '--batch=4', '--image-size=32', '--repeats=1', '--steps=1']
+FIGURES = ('train_img_s', 'step_ms', 'infer_img_s', 'compile_s', 'macs_per_image')
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, env=env, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+
+
+def test_benchmark_json_figures_without_tensorflow():
+  code = ('import sys, json; from se_flax.tools import benchmark; benchmark.main(sys.argv); '
+          'print(json.dumps({m: m in sys.modules for m in ("tensorflow", "tensorflow_datasets")}))')
+  proc = _python(code, *TINY, '--json')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  *_, figures, imported = proc.stdout.strip().splitlines()
+  assert json.loads(imported) == {'tensorflow': False, 'tensorflow_datasets': False}
+  result = json.loads(figures)
+  for key in FIGURES:
+    assert result[key] > 0, key
+  assert result['num_devices'] == 1 and result['batch'] == 4
+  assert result['mfu'] is None  # CPU: no peak in the table and no --peak-tflops
+  assert '| se_flax seresnet_tiny |' in proc.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='torch is installed here')
+def test_vs_timm_without_torch_is_one_line_install_hint():
+  proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.benchmark', *TINY, '--vs-timm'], cwd=REPO,
+                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines() == [
+      '--vs-timm needs torch and timm (torch is missing for ' + sys.executable + '): '
+      'pip install -r requirements-timm.txt']
+
+
+def test_recipe_matches_imagenet_config():
+  config = imagenet_config.get_config('seresnet50')
+  recipe = benchmark.imagenet_recipe('seresnet50', 'float32', 16, 1)
+  for section in ('optim', 'schedule'):
+    for key, value in vars(getattr(recipe, section)).items():
+      assert config[section][key] == value, (section, key)
+  assert recipe.model.sync_batch_norm == config.model.sync_batch_norm
+  assert recipe.seed == config.seed
+
+
+def test_peak_tflops_table():
+  assert benchmark.peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
+  assert benchmark.peak_tflops('NVIDIA H100 PCIe', 'bfloat16') == 756.0
+  assert benchmark.peak_tflops('TPU v5 lite', 'bfloat16') == 197.0
+  assert benchmark.peak_tflops('cpu', 'float32') is None
+  assert benchmark.peak_tflops('cpu', 'float32', override=1.5) == 1.5
+  assert benchmark.mfu(1000.0, 4_000_000_000, 989.0) == pytest.approx(1000 * 24e9 / 989e12)
+
+
+@pytest.mark.parametrize('dataset, keys', [
+    ('cifar', ('cifar_train_img_s',)),
+    ('imagenet-jpeg', ('inception_train_img_s', 'eval_img_s')),
+])
+def test_pipeline_benchmark(dataset, keys):
+  proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.pipeline_benchmark', f'--dataset={dataset}',
+                         '--batch=8', '--seconds=0.5', '--num-jpegs=8', '--json'], cwd=REPO, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in keys:
+    assert result[key] > 0 and result[key + '_per_core'] > 0, key
