@@ -25,15 +25,6 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 results=${OUT:-$(mktemp -d)}
 mkdir -p "$results"
 
-# steps.py and optim.py import ml_collections for type annotations only: a stub stands in where the
-# package is absent (the GPU image has no ml_collections).
-if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
-  stub=$(mktemp -d)
-  mkdir -p "$stub/ml_collections" && touch "$stub/ml_collections/__init__.py"
-  export PYTHONPATH="$PYTHONPATH:$stub"
-  echo "ml_collections not installed: using an empty stub module (annotations only)" >&2
-fi
-
 timm_flags=()
 if [[ "$VS_TIMM" == 1 ]]; then
   timm_flags=(--vs-timm --timm-layouts=channels_last)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+
+if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
+  import ml_collections
 
 OPTIMIZERS = ('sgd', 'nesterov', 'adamw')
 SCHEDULES = ('cosine', 'step', 'constant')

@@ -9,16 +9,18 @@ notebooks can build the exact training step on a machine that has only JAX.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flax.training import train_state
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
+
+if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
+  import ml_collections
 
 from se_flax import models
 from se_flax import optim
