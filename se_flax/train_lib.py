@@ -262,13 +262,16 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
       writer.flush()
       return {'preempted': True, 'step': step}
 
+  manager.wait_until_finished()  # final_eval.json says the run is done: the last checkpoint first
   writer.flush()
   if not eval_metrics:  # resumed at the end: evaluate the restored state
     eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
   result = {**eval_metrics, 'step': int(state.step), 'skipped_steps': skipped}
-  if is_chief:
-    with open(os.path.join(workdir, 'final_eval.json'), 'w') as f:
+  if is_chief:  # written whole or not at all, whenever the process dies
+    path = os.path.join(workdir, 'final_eval.json')
+    with open(path + '.tmp', 'w') as f:
       json.dump(result, f, indent=1)
+    os.replace(path + '.tmp', path)
   return result
 
 
