@@ -4,7 +4,7 @@ Command:   python train.py            (same as --config=configs/digits.py --work
 Hardware:  any CPU; 2 cores are enough.
 Data:      1,437 train / 360 test real 8x8 digits shipped inside scikit-learn, prepared as a TFDS
            dataset on first use with no network (se_flax/data/digits.py).
-Expected:  >= 97% test top-1 in about a minute on a 2-core CPU (see README for the measured figure).
+Expected:  >= 97% test top-1 in one to three minutes on a 2-core CPU (README gives the measured figures).
 Arg:       a model name, e.g. configs/digits.py:resnet20_cifar for the no-SE baseline.
 """
 
