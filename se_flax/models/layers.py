@@ -56,7 +56,7 @@ def max_pool_stem(x: jax.Array, mode: str) -> jax.Array:
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
                          precision=None, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated`, with ungrouped unpadded 1x1 NHWC convolutions as a dot.
+  """`lax.conv_general_dilated`, with ungrouped unpadded 1x1 NHWC convolutions as a dot on CPU.
 
   For `nn.Conv(conv_general_dilated=...)`. XLA CPU computes the kernel gradient of a 1x1
   convolution as a convolution with an H x W window, tens of times slower than the equivalent
@@ -64,8 +64,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
   """
   unpadded = padding == 'VALID' or (not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding))
   undilated = all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+  # CPU only: cuDNN handles 1x1 convolutions well, and XLA GPU (jax 0.11.2) aborts compiling the
+  # strided-slice + dot form at 'highest' matmul precision (triton_tiling_propagation check).
   pointwise = (rhs.shape[:2] == (1, 1) and feature_group_count == 1 and dimension_numbers == _NHWC
-               and unpadded and undilated and not kwargs)
+               and unpadded and undilated and not kwargs and jax.default_backend() == 'cpu')
   if not pointwise:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
