@@ -27,9 +27,8 @@ flags.DEFINE_string('timm_weights', None, 'A timm state dict as .safetensors (in
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.hide_gpus_from_tensorflow()
   cli.quiet_library_logs()
-  from se_flax import evaluation  # after TF is told to keep off the GPUs
+  from se_flax import evaluation
 
   FLAGS = flags.FLAGS
   config = cli.load_config(FLAGS)

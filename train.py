@@ -25,9 +25,8 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.hide_gpus_from_tensorflow()
   cli.quiet_library_logs()
-  from se_flax import checkpointing, resilience, train_lib  # after TF is told to keep off the GPUs
+  from se_flax import checkpointing, resilience, train_lib
   from se_flax.data import input_pipeline
 
   config = cli.load_config(flags.FLAGS)

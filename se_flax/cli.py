@@ -1,4 +1,4 @@
-"""What train.py and eval.py share: error reporting, workdir defaults, TensorFlow set-up."""
+"""What train.py and eval.py share: error reporting, workdir defaults, quieter logs."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ import logging
 import os
 import re
 import sys
-
-
-def hide_gpus_from_tensorflow() -> None:
-  """TensorFlow only feeds data: keep it off the GPUs so JAX gets all their memory."""
-  import tensorflow as tf
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:  # already initialised, visible devices can no longer change
-    pass
 
 
 class _DropLibraryChatter(logging.Filter):
@@ -91,8 +82,7 @@ def load_config(flag_values):
 def clean_errors(*kinds: type[BaseException]):
   """Errors of `kinds` (default: configuration and data errors) end the program with one line on
   stderr and exit code 1; set SE_FLAX_TRACEBACK=1 to see the traceback instead."""
-  from se_flax.data import input_pipeline
-  kinds = kinds or (ValueError, FileNotFoundError, input_pipeline.DataNotFoundError)
+  kinds = kinds or (ValueError, FileNotFoundError)  # DataNotFoundError is both
   try:
     yield
   except kinds as e:
