@@ -22,6 +22,7 @@ flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the la
 flags.DEFINE_string('split', None, 'TFDS split to evaluate (default: config.data.eval_split).')
 flags.DEFINE_string('timm_model', None, 'timm model name whose weights --timm_weights holds.')
 flags.DEFINE_string('timm_weights', None, 'A timm state dict as .safetensors (instead of a checkpoint).')
+cli.define_distributed_flags()
 
 
 def main(argv):
@@ -33,12 +34,13 @@ def main(argv):
   FLAGS = flags.FLAGS
   config = cli.load_config(FLAGS)
   with cli.clean_errors():
+    cli.apply_distributed_flags(config, FLAGS)
     if FLAGS.timm_weights or FLAGS.timm_model:
       if not (FLAGS.timm_weights and FLAGS.timm_model):
         raise ValueError('--timm_model and --timm_weights must be given together')
       result = evaluation.evaluate_timm(config, FLAGS.timm_model, FLAGS.timm_weights, split=FLAGS.split)
     else:
-      workdir = FLAGS.workdir or cli.default_workdir(config)
+      workdir = cli.resolve_workdir(FLAGS.workdir or cli.default_workdir(config))
       result = evaluation.evaluate_checkpoint(config, workdir, step=FLAGS.step, split=FLAGS.split)
   print(f'{result["source"]}: {result["split"]} of {config.data.name}, {result["num_examples"]} examples, '
         f'step {result["step"]}')

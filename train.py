@@ -18,23 +18,25 @@ from se_flax import cli
 _HERE = os.path.dirname(os.path.abspath(__file__))
 cli.define_config_flag(os.path.join(_HERE, 'configs', 'digits.py'),
                        'Training configuration file (path[:arg]).')
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard logs '
-                    '(default: workdirs/<dataset>_<model>).')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard logs, local or a URL '
+                    'such as gs://bucket/dir (default: workdirs/<dataset>_<model>).')
+cli.define_distributed_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.quiet_library_logs()
-  from se_flax import checkpointing, resilience, train_lib
+  from se_flax import checkpointing, launch, resilience, train_lib
   from se_flax.data import input_pipeline
 
   config = cli.load_config(flags.FLAGS)
-  workdir = flags.FLAGS.workdir or cli.default_workdir(config)
-  with cli.clean_errors():  # bad input: one line, exit 1, workdir untouched
-    cli.check_workdir_writable(workdir)
-    train_lib.maybe_initialize_distributed(config)
-    train_lib.validate_config(config)
+  workdir = cli.resolve_workdir(flags.FLAGS.workdir or cli.default_workdir(config))
+  with cli.clean_errors():  # bad input: one line, exit 1 (on every process), workdir untouched
+    cli.apply_distributed_flags(config, flags.FLAGS)
+    launch.initialize(config)
+    launch.check_agreement(config, lambda c: [cli.check_workdir_writable(workdir),
+                                              train_lib.validate_config(c)])
   with cli.clean_errors(resilience.WorkdirBusyError, resilience.NonFiniteError,
                         checkpointing.CheckpointMismatchError, input_pipeline.DataNotFoundError):
     result = train_lib.train_and_evaluate(config, workdir)

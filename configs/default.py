@@ -41,6 +41,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.drop_rate = config_dict.placeholder(float)  # None: the model's default
   config.model.sync_batch_norm = True  # BatchNorm statistics averaged over all devices
 
+  # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
+  # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.pretrained`
+  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name), or another
+  # se_flax workdir (its newest checkpoint) / one of its checkpoints/<step> directories.
+  config.init_from = ''
+  # Globs over parameter paths ('fc/*', '*/se/*', 'layer4_*') kept at their fresh init.
+  config.init_skip = ()
+
+  config.finetune = ml_collections.ConfigDict()
+  config.finetune.head = ('fc/*',)  # globs naming the head; everything else is the backbone
+  config.finetune.backbone_lr_multiplier = 1.0  # backbone lr = lr * this (0 freezes it)
+  config.finetune.freeze_backbone_steps = 0  # the backbone gets no update in the first N steps
+  config.finetune.freeze_bn_stats = False  # BatchNorm in inference mode, running statistics kept
+
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'sgd'  # 'sgd' | 'nesterov' | 'adamw'
   config.optim.lr = 0.1
@@ -74,7 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.global_batch_size = 256
 
   config.distributed = ml_collections.ConfigDict()
-  config.distributed.initialize = False  # call jax.distributed.initialize() (auto-detects on TPU/SLURM)
+  # jax.distributed.initialize(): None = when the launcher (srun, a TPU pod, the fields below) implies
+  # several processes; True = always (JAX's own detection if nothing else); False = never.
+  config.distributed.initialize = config_dict.placeholder(bool)
   config.distributed.coordinator_address = config_dict.placeholder(str)
   config.distributed.num_processes = config_dict.placeholder(int)
   config.distributed.process_id = config_dict.placeholder(int)

@@ -5,15 +5,19 @@ restoring the state is all a resumed run needs to see exactly the batches it wou
 Saves are atomic (orbax writes to a temporary directory and renames it on commit), so a run
 killed mid-save leaves the previous checkpoints as they were. A damaged checkpoint found at
 start-up is set aside (renamed, never deleted) and the newest good one is used instead.
+
+Workdirs may be URLs (gs://...): paths go through `etils.epath`, as orbax's do.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 import flax
 import jax
 from jax.experimental import multihost_utils
@@ -24,6 +28,26 @@ import orbax.checkpoint as ocp
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint holds a different model (keys or shapes) than the config builds."""
+
+
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+  """A workdir as a path: URLs (gs://...) as given, 'file://' stripped, local paths made absolute."""
+  workdir = os.fspath(workdir)
+  workdir = workdir[len('file://'):] if workdir.startswith('file://') else workdir
+  return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Write `obj` whole or not at all, whenever the process dies: a local file through a rename; an
+  object store (gs://) creates an object only when its upload completes, so it is written directly."""
+  path = workdir_path(path)
+  text = json.dumps(obj, indent=1)
+  if '://' in os.fspath(path):
+    path.write_text(text)
+    return
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(text)
+  os.replace(tmp, path)
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
@@ -42,7 +66,7 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict,
       cleanup_tmp_directories=not read_only,  # leftovers of a save interrupted by a kill
   )
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
+      workdir_path(workdir) / 'checkpoints', options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
 
 
@@ -120,14 +144,14 @@ def restore_newest_good(manager: ocp.CheckpointManager, state: Any) -> tuple[Any
 
 def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
   """Rename a damaged step directory so orbax no longer lists it; its bytes stay on disk."""
-  src = os.path.join(str(manager.directory), str(step))
-  dst = f'{src}.damaged-{time.strftime("%Y%m%d-%H%M%S")}'
+  src = epath.Path(manager.directory) / str(step)
+  dst = src.with_name(f'{step}.damaged-{time.strftime("%Y%m%d-%H%M%S")}')
   if jax.process_index() == 0:
-    os.rename(src, dst)
+    src.rename(dst)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f'se_flax_set_aside_{step}')
   manager.reload()
-  return dst
+  return str(dst)
 
 
 def _jsonable(x: Any) -> Any:

@@ -25,13 +25,41 @@ def default_workdir(config) -> str:
   return os.path.join('workdirs', f'{config.data.name}_{config.model.name}')
 
 
+def resolve_workdir(workdir: str) -> str:
+  """'file:///a/b' -> '/a/b'; local paths and other URLs (gs://, s3://) stay as they are."""
+  return workdir[len('file://'):] if workdir.startswith('file://') else workdir
+
+
+def is_url(path: str) -> bool:
+  return '://' in str(path)
+
+
 def check_workdir_writable(workdir: str) -> None:
-  """Refuse an unwritable workdir before anything is created."""
+  """Refuse an unwritable local workdir before anything is created. A URL (gs://...) is not probed:
+  that would write to it; its storage client fails on the first write instead."""
+  workdir = resolve_workdir(workdir)
+  if is_url(workdir):
+    return
   path = os.path.abspath(workdir)
   while not os.path.exists(path):
     path = os.path.dirname(path)
   if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
     raise ValueError(f'workdir {workdir!r} is not writable ({path!r} is not a writable directory)')
+
+
+def define_distributed_flags() -> None:
+  """Flags for multi-process runs without a launcher JAX detects (srun, TPU pods detect themselves);
+  each sets the config.distributed field of the same name."""
+  from absl import flags
+  flags.DEFINE_string('coordinator_address', None, 'host:port where process 0 serves jax.distributed.')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes of the run.')
+  flags.DEFINE_integer('process_id', None, "This process's index in [0, num_processes).")
+
+
+def apply_distributed_flags(config, flag_values) -> None:
+  for name in ('coordinator_address', 'num_processes', 'process_id'):
+    if flag_values[name].value is not None:
+      config.distributed[name] = flag_values[name].value
 
 
 def _one_line(e: BaseException) -> str:

@@ -24,6 +24,7 @@ import os
 import re
 from typing import Any, Callable, Mapping, NamedTuple
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -170,3 +171,36 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def from_timm_file(timm_name: str, path: str | os.PathLike, **overrides) -> tuple[nn.Module, dict]:
   """`from_timm` on a timm .safetensors checkpoint (e.g. a Hugging Face hub `model.safetensors`)."""
   return from_timm(timm_name, load_safetensors(path), **overrides)
+
+
+def load_pretrained(pretrained: Any, name: str | None = None, *, num_classes: int | None = None,
+                    rng: jax.Array | None = None, cache_dir: str | None = None,
+                    **overrides) -> tuple[nn.Module, dict]:
+  """Module and variables of pretrained timm weights named by `pretrained`.
+
+  `pretrained`: True (timm's default tag of `name`), a tag ('seresnet50.ra2_in1k', or 'ra2_in1k'
+  with `name`), 'hf-hub:<repo id>', or a local .safetensors file (with `name`); see
+  `se_flax.pretrained`. Hub files come from huggingface_hub's cache, downloaded if needed.
+  `num_classes` other than the checkpoint's replaces the classifier `fc` with a fresh one
+  (initialised from `rng`, default key 0), logged in one line. Other overrides go to
+  `se_flax.models.create` (dtype, axis_name, ...).
+  """
+  from se_flax import pretrained as pretrained_lib  # pylint: disable=import-outside-toplevel
+  source = pretrained_lib.resolve(pretrained, name)
+  module, variables = from_timm(source.name, pretrained_lib.load_state_dict(source, cache_dir), **overrides)
+  if num_classes is not None and num_classes != module.num_classes:
+    module, variables = replace_head(module, variables, num_classes, rng, source=source.describe())
+  return module, variables
+
+
+def replace_head(module: nn.Module, variables: Mapping[str, Any], num_classes: int,
+                 rng: jax.Array | None = None, source: str = 'checkpoint') -> tuple[nn.Module, dict]:
+  """`module` with `num_classes` outputs: a freshly initialised classifier `fc`, all else kept."""
+  old = variables['params']['fc']['kernel']
+  new_module = module.clone(num_classes=num_classes)
+  # The network's own classifier definition (ResNet: nn.Dense named 'fc'), initialised alone.
+  fc = nn.Dense(num_classes, dtype=new_module.dtype, param_dtype=new_module.param_dtype)
+  fresh = fc.init(jax.random.key(0) if rng is None else rng, jnp.zeros((1, old.shape[0]), new_module.dtype))
+  params = {**variables['params'], 'fc': fresh['params']}
+  logging.info('%s: head fc replaced, %d -> %d classes, freshly initialised', source, old.shape[1], num_classes)
+  return new_module, {**variables, 'params': params}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import fnmatch
+import functools
+from typing import TYPE_CHECKING, NamedTuple
 
 import flax
 import jax
@@ -56,7 +58,61 @@ def decay_mask(params) -> dict:
   return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
 
 
+def param_labels(params, head: tuple[str, ...] = ('fc/*',)) -> dict:
+  """'head' for parameters whose path ('fc/kernel', 'layer1_0/se/fc1/bias') matches a glob of
+  `head`, 'backbone' for the rest."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict(
+      {k: 'head' if any(fnmatch.fnmatchcase('/'.join(k), p) for p in head) else 'backbone' for k in flat})
+
+
+class _AfterState(NamedTuple):
+  count: jax.Array
+  inner: optax.OptState
+
+
+def after_steps(steps: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """Zero updates for the first `steps` steps, then `inner`, whose state (momentum, schedule
+  count, weight decay) only starts moving then: frozen parameters stay exactly as they are."""
+
+  def init(params):
+    return _AfterState(jnp.zeros((), jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None):
+    def frozen():
+      return jax.tree_util.tree_map(jnp.zeros_like, updates), state.inner
+
+    def active():
+      return inner.update(updates, state.inner, params)
+
+    new_updates, new_inner = jax.lax.cond(state.count < steps, frozen, active)
+    return new_updates, _AfterState(state.count + 1, new_inner)
+
+  return optax.GradientTransformation(init, update)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -> optax.GradientTransformation:
+  """The configured optimiser; with config.finetune's backbone_lr_multiplier != 1 or
+  freeze_backbone_steps > 0, the head (finetune.head globs) and the backbone get separate
+  optimisers (optax.multi_transform): the backbone's learning rate is lr * multiplier, and it is
+  not updated at all during the first freeze_backbone_steps steps."""
+  ft = config.get('finetune')
+  multiplier = 1.0 if ft is None else float(ft.backbone_lr_multiplier)
+  frozen = 0 if ft is None else int(ft.freeze_backbone_steps)
+  if multiplier == 1.0 and frozen == 0:
+    return _single_optimizer(config, lr_fn)
+  if multiplier == 0.0:
+    backbone = optax.set_to_zero()
+  else:
+    # The backbone's schedule counts from its first update: shift it so it follows the global step.
+    backbone = _single_optimizer(config, lambda count: multiplier * lr_fn(count + frozen))
+    if frozen:
+      backbone = after_steps(frozen, backbone)
+  labels = functools.partial(param_labels, head=tuple(ft.head))
+  return optax.multi_transform({'head': _single_optimizer(config, lr_fn), 'backbone': backbone}, labels)
+
+
+def _single_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -> optax.GradientTransformation:
   opt = config.optim
   if opt.name not in OPTIMIZERS:
     raise ValueError(f'optim.name={opt.name!r} is not one of {", ".join(OPTIMIZERS)}')

@@ -26,7 +26,10 @@ class WorkdirLock:
   """An exclusive `flock` on `<workdir>/.lock`, held by process 0 for the whole run.
 
   The kernel releases the lock when its process dies, so a lock left by a killed run never
-  blocks a new one; the file itself only records who held it last.
+  blocks a new one; the file itself only records who held it last. Local and network filesystems
+  (NFS, Lustre: the shared storage of a SLURM cluster) support `flock`; an object store (gs://)
+  has no lock that dies with its holder, so a URL workdir is not locked (a warning says so):
+  a lock file there would outlive a preempted VM and block its own restart.
   """
 
   def __init__(self, workdir: str):
@@ -35,6 +38,10 @@ class WorkdirLock:
 
   def __enter__(self) -> 'WorkdirLock':
     if jax.process_index() != 0:
+      return self
+    if '://' in self.path:
+      logging.warning('workdir %s is not local: it is not locked against a second run at the same time',
+                      os.path.dirname(self.path))
       return self
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

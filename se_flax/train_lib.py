@@ -13,7 +13,6 @@ import collections
 import dataclasses
 import functools
 import itertools
-import json
 import math
 import os
 import time
@@ -31,6 +30,8 @@ import numpy as np
 import optax
 
 from se_flax import checkpointing
+from se_flax import finetune
+from se_flax import launch
 from se_flax import models
 from se_flax import optim
 from se_flax import resilience
@@ -60,6 +61,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     input_pipeline.num_examples(config.data, split)  # raises DataNotFoundError if not prepared
   models.spec(config.model.name)
   create_model(config, num_classes=2)  # SE settings, dtype, field names
+  channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
+  finetune.validate(config, create_model(config, input_pipeline.num_classes(config.data)),
+                    (config.data.image_size, config.data.image_size, channels))  # init_from, finetune
   if config.optim.name not in optim.OPTIMIZERS:
     raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
   if config.schedule.name not in optim.SCHEDULES:
@@ -95,12 +99,8 @@ def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """jax.distributed.initialize() once, with auto-detection where JAX supports it."""
-  dist = config.distributed
-  if not dist.initialize or jax.distributed.is_initialized():
-    return
-  jax.distributed.initialize(coordinator_address=dist.coordinator_address,
-                             num_processes=dist.num_processes, process_id=dist.process_id)
+  """jax.distributed.initialize() once where the launcher implies several processes (se_flax.launch)."""
+  launch.initialize(config)
 
 
 def prefetch(iterator: Iterator[dict], sharding: NamedSharding, size: int = 2) -> Iterator[dict]:
@@ -158,10 +158,11 @@ class Experiment:
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Validate the config, then build mesh, model, schedule and a freshly initialised state."""
-  maybe_initialize_distributed(config)
+  launch.initialize(config)
   enable_compilation_cache(config)
-  validate_config(config)
-  spec = input_pipeline.get_spec(config.data.name)
+  launch.check_agreement(config, validate_config)  # every process fails alike, before any step
+  spec = dataclasses.replace(input_pipeline.get_spec(config.data.name),
+                             num_classes=input_pipeline.num_classes(config.data))  # data.keep_labels
   image_shape = (config.data.image_size, config.data.image_size, spec.image_shape[-1])
   batch = config.train.global_batch_size
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, batch)
@@ -170,6 +171,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                      f'({input_pipeline.num_examples(config.data, config.data.train_split)} examples)')
   total_steps = train_steps(config, steps_per_epoch)
   mesh = create_mesh(config)
+  launch.log_startup(config, mesh)
   model = create_model(config, spec.num_classes)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch, total_steps)
   state = create_train_state(config, model, image_shape, optim.create_optimizer(config, lr_fn), mesh)
@@ -182,7 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   On SIGTERM it saves the current step and returns {'preempted': True, 'step': ...}.
   """
   exp = build_experiment(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = str(checkpointing.workdir_path(workdir))  # absolute, or a URL such as gs://...
+  checkpointing.workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   with resilience.WorkdirLock(workdir), resilience.PreemptionWatcher() as preemption:
     manager = checkpointing.create_manager(workdir, config)
     try:
@@ -199,6 +202,8 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   state, restored = checkpointing.restore_newest_good(manager, exp.state)
   if restored is not None:
     logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
+  elif config.init_from:  # a fresh run only: a resumed run keeps its own weights
+    state, _ = finetune.initialise(config, state)
   start_step = int(state.step)
 
   is_chief = jax.process_index() == 0
@@ -224,6 +229,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   skipped = int(state.skipped)
   check = functools.partial(resilience.check_nonfinite, mode=config.train.on_nonfinite)
   last_log_time, last_log_step = time.time(), start_step
+  timed, mark = [0.0, 0], None  # seconds and steps trained after the first (compiling) step, eval excluded
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       state, metrics = train_step(state, next(train_iter))
@@ -234,6 +240,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
       jax.block_until_ready(metrics)
       logging.info('first step (compilation included) took %.1f s', time.time() - last_log_time)
       writer.write_scalars(step, {'compile/first_step_seconds': time.time() - last_log_time})
+      mark = (time.time(), step)
     pending.append(metrics)
     for hook in hooks:
       hook(step)
@@ -244,6 +251,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
     due_save = step % config.train.checkpoint_every_steps == 0 or step == total_steps or preempted
     if due_log or due_eval or due_save:  # never log, evaluate or save past an unchecked step
       skipped, unchecked = check(metrics, step, skipped_total=skipped), None
+      timed, mark = [timed[0] + time.time() - mark[0], timed[1] + step - mark[1]], (time.time(), step)
 
     if due_log:
       _log_train(writer, pending, step, total_steps, steps_per_epoch, batch, time.time() - last_log_time,
@@ -253,6 +261,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
       eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
       _log_eval(writer, step, eval_metrics)
       last_log_time = time.time()  # keep evaluation out of the img/s figure
+      mark = (time.time(), step)
     if due_save:
       checkpointing.save(manager, step, state, config, force=step == total_steps or preempted)
     if preempted:
@@ -266,12 +275,14 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   writer.flush()
   if not eval_metrics:  # resumed at the end: evaluate the restored state
     eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
-  result = {**eval_metrics, 'step': int(state.step), 'skipped_steps': skipped}
+  # What an ablation report puts beside the accuracy: size, cost, and training speed (img/s of
+  # this process's steps after the first, evaluation excluded; 0 when it ran none of them).
+  image_size = (config.data.image_size, config.data.image_size)
+  result = {**eval_metrics, 'step': int(state.step), 'skipped_steps': skipped,
+            'params': n_params, 'macs': models.count_macs(model, image_size, spec.image_shape[-1]),
+            'train_img_per_sec': timed[1] * batch / timed[0] if timed[0] > 0 else 0.0}
   if is_chief:  # written whole or not at all, whenever the process dies
-    path = os.path.join(workdir, 'final_eval.json')
-    with open(path + '.tmp', 'w') as f:
-      json.dump(result, f, indent=1)
-    os.replace(path + '.tmp', path)
+    checkpointing.write_json(os.path.join(workdir, 'final_eval.json'), result)
   return result
 
 

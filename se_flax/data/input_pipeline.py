@@ -29,8 +29,10 @@ bitwise identical to an uninterrupted one (but, unlike the in-memory path,
 the data depend on P).
 
 Preprocessing (pixel values stay in 0..255 until the final normalisation):
-  * eval / augment 'none': resize the short side to `eval_resize` (bilinear;
-    skipped if it already has that size), then centre crop `image_size`;
+  * eval / augment 'none': resize the short side to `eval_resize`
+    (`eval_interpolation`, area-averaged when shrinking if `eval_antialias`, as
+    PIL and so timm do; skipped if it already has that size), then centre crop
+    `image_size`;
   * 'cifar': the above, then `crop_padding` zero pixels (black, before
     normalisation) on each side, a random `image_size` crop and a random
     horizontal flip;
@@ -39,6 +41,9 @@ Preprocessing (pixel values stay in 0..255 until the final normalisation):
     all fail: the eval transform), bilinear resize to `image_size`, random
     flip. JPEGs are decoded with `decode_and_crop_jpeg` (only the crop).
   * finally `(x - mean) / std` in float32.
+
+`keep_labels` (in-memory datasets) keeps only the examples of those classes,
+relabelled 0..K-1 in the order given, e.g. 5 of the 10 digits for fine-tuning.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ Config = ml_collections.ConfigDict
 # `(stored image or JPEG bytes[, seed]) -> float32 [S, S, C]` in 0..255.
 Transform = Callable[..., tf.Tensor]
 AUGMENTATIONS = ('none', 'cifar', 'inception')
+INTERPOLATIONS = ('bilinear', 'bicubic')
 _INCEPTION_ATTEMPTS = 10
 _LOAD_CHUNK = 8192
 
@@ -132,6 +138,9 @@ def default_data_config(name: str = 'digits') -> Config:
   cfg.rrc_scale = (0.08, 1.0)
   cfg.rrc_ratio = (3 / 4, 4 / 3)
   cfg.eval_resize = 256 if name == 'imagenet2012' else size
+  cfg.eval_interpolation = 'bilinear'  # eval resize: 'bilinear' | 'bicubic' (timm tags name theirs)
+  cfg.eval_antialias = False  # area-average when shrinking, as PIL (timm's eval) does
+  cfg.keep_labels = ()  # () all classes; e.g. (0, 1, 2, 3, 4): only these, relabelled 0..K-1
   cfg.mean = spec.mean
   cfg.std = spec.std
   cfg.shuffle_buffer = 16_384
@@ -183,10 +192,38 @@ def _load_split(name: str, data_dir: str | None, split: str) -> tuple[np.ndarray
   return images, labels
 
 
+def num_classes(data_cfg: Config) -> int:
+  """Classes the network predicts: the dataset's, or len(keep_labels)."""
+  spec = get_spec(data_cfg.name)
+  keep = tuple(data_cfg.get('keep_labels') or ())
+  if not keep:
+    return spec.num_classes
+  if not spec.in_memory:
+    raise ValueError(f'data.keep_labels works on in-memory datasets only '
+                     f'({", ".join(n for n, s in DATASETS.items() if s.in_memory)}), not {data_cfg.name!r}')
+  if len(set(keep)) != len(keep) or not all(isinstance(k, int) and 0 <= k < spec.num_classes for k in keep):
+    raise ValueError(f'data.keep_labels={keep} must be distinct class ids in [0, {spec.num_classes})')
+  return len(keep)
+
+
+def _split_arrays(data_cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """An in-memory split, restricted to `keep_labels` (relabelled 0..K-1) when set."""
+  images, labels = _load_split(data_cfg.name, data_cfg.data_dir, split)
+  keep = tuple(data_cfg.get('keep_labels') or ())
+  if not keep:
+    return images, labels
+  num_classes(data_cfg)  # validates keep_labels
+  relabel = np.full(get_spec(data_cfg.name).num_classes, -1, np.int32)
+  relabel[list(keep)] = np.arange(len(keep), dtype=np.int32)
+  chosen = relabel[labels] >= 0
+  return images[chosen], relabel[labels[chosen]]
+
+
 def num_examples(data_cfg: Config, split: str) -> int:
   """Examples in `split`: exactly what the iterators go through."""
   if get_spec(data_cfg.name).in_memory:
-    return len(_load_split(data_cfg.name, data_cfg.data_dir, split)[1])
+    return len(_split_arrays(data_cfg, split)[1])
+  num_classes(data_cfg)  # keep_labels is refused here
   return _builder(data_cfg.name, data_cfg.data_dir).info.splits[split].num_examples
 
 
@@ -212,6 +249,9 @@ def _check_config(data_cfg: Config, channels: int) -> None:
   """Rejects settings the transforms cannot honour, before building graphs."""
   if data_cfg.augment not in AUGMENTATIONS:
     raise ValueError(f'Unknown augment {data_cfg.augment!r}; allowed: {", ".join(AUGMENTATIONS)}.')
+  if data_cfg.get('eval_interpolation', 'bilinear') not in INTERPOLATIONS:
+    raise ValueError(f'eval_interpolation {data_cfg.eval_interpolation!r} is not one of '
+                     f'{", ".join(INTERPOLATIONS)}.')
   if data_cfg.eval_resize < data_cfg.image_size:
     raise ValueError(f'eval_resize {data_cfg.eval_resize} must be >= image_size '
                      f'{data_cfg.image_size}.')
@@ -221,13 +261,16 @@ def _check_config(data_cfg: Config, channels: int) -> None:
                        f'(channels of {data_cfg.name!r}).')
 
 
-def _centre_view(image: tf.Tensor, short_side: int, size: int) -> tf.Tensor:
-  """Resize the short side to `short_side` (bilinear), centre crop `size`."""
+def _centre_view(image: tf.Tensor, short_side: int, size: int, method: str = 'bilinear',
+                 antialias: bool = False) -> tf.Tensor:
+  """Resize the short side to `short_side`, centre crop `size`."""
   static_hw = image.shape.as_list()[:2]
   if None in static_hw or min(static_hw) != short_side:
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
     new_hw = tf.cast(tf.round(hw * short_side / tf.reduce_min(hw)), tf.int32)
-    image = tf.image.resize(image, tf.maximum(new_hw, short_side), method='bilinear')
+    image = tf.image.resize(image, tf.maximum(new_hw, short_side), method=method, antialias=antialias)
+    if method == 'bicubic':  # overshoots; PIL clips to the pixel range
+      image = tf.clip_by_value(image, 0.0, 255.0)
   hw = tf.shape(image)[:2]
   image = tf.image.crop_to_bounding_box(image, (hw[0] - size) // 2, (hw[1] - size) // 2,
                                         size, size)
@@ -244,7 +287,10 @@ def _decoder(encoded: bool, channels: int) -> Callable[[tf.Tensor], tf.Tensor]:
 def _eval_transform(data_cfg: Config, encoded: bool, channels: int) -> Transform:
   """Stored example -> float32 [S, S, C] in 0..255, no randomness."""
   decode = _decoder(encoded, channels)
-  return lambda data: _centre_view(decode(data), data_cfg.eval_resize, data_cfg.image_size)
+  method = data_cfg.get('eval_interpolation', 'bilinear')
+  antialias = bool(data_cfg.get('eval_antialias', False))
+  return lambda data: _centre_view(decode(data), data_cfg.eval_resize, data_cfg.image_size, method,
+                                   antialias)
 
 
 def _cifar_crop(data_cfg: Config, encoded: bool, channels: int) -> Transform:
@@ -370,7 +416,7 @@ def _memory_train(data_cfg: Config, transform: Transform, global_batch: int, loc
                   steps: int, seed: int, first_epoch: int, skip: int,
                   process_index: int) -> Iterator[dict]:
   """In-memory train stream: a numpy index plan per epoch, gathered in TF."""
-  images, labels = _load_split(data_cfg.name, data_cfg.data_dir, data_cfg.train_split)
+  images, labels = _split_arrays(data_cfg, data_cfg.train_split)
   n = len(labels)
   columns = slice(process_index * local, (process_index + 1) * local)
 
@@ -452,7 +498,7 @@ def eval_iterator(data_cfg: Config, *, split: str | None = None,
 def _memory_eval(data_cfg: Config, transform: Transform, split: str, global_batch: int,
                  local: int, process_index: int) -> Iterator[dict]:
   """Global batch i is examples [i*G, (i+1)*G); this process takes its slice."""
-  images, labels = _load_split(data_cfg.name, data_cfg.data_dir, split)
+  images, labels = _split_arrays(data_cfg, split)
   n = len(labels)
   batches = math.ceil(n / global_batch)
   start = process_index * local

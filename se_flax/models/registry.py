@@ -92,9 +92,19 @@ def _resolve_se(base: SEConfig | None, se: Any) -> SEConfig | None:
   raise ValueError(f'se={se!r} must be None, an SEConfig or a mapping of SE fields')
 
 
-def create(name: str, **overrides) -> nn.Module:
+def create(name: str, pretrained: Any = None, **overrides) -> nn.Module | tuple[nn.Module, dict]:
   """Build a registered model; `overrides` set any `ResNet` field, e.g. num_classes, dtype,
-  axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline."""
+  axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline.
+
+  With `pretrained` (True for timm's default tag, a tag such as 'seresnet50.ra2_in1k' or
+  'ra2_in1k', 'hf-hub:timm/<tag>', or a .safetensors file) it returns `(module, variables)` with
+  the weights loaded, as `se_flax.convert.load_pretrained`; a `num_classes` other than the
+  checkpoint's replaces the classifier with a freshly initialised one.
+  """
+  if pretrained is not None and pretrained is not False:
+    from se_flax import convert  # pylint: disable=import-outside-toplevel  (convert imports models)
+    spec(name)
+    return convert.load_pretrained(pretrained, name, **overrides)
   model_spec = spec(name)
   kwargs = dict(model_spec.kwargs)
   se = kwargs.pop('se', None)

@@ -1,0 +1,184 @@
+"""Sweeps as data: lists of override dicts (dotted config paths -> values), built from small helpers.
+
+  hyper.product([hyper.sweep('config.model.se.reduction', [2, 4, 8, 16, 32]),
+                 hyper.sweep('config.seed', [0, 1, 2])])
+
+A sweep file (configs/sweeps/*.py) defines `get_sweep(config[, arg])` returning such a list for
+the base config it is given, so one sweep runs on digits, CIFAR or ImageNet alike. It may also
+define `PAPER`, a dict from a setting's name (`setting_name(overrides)`) to the paper's figures,
+which reports print beside the measured ones.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import importlib.util
+import itertools
+import os
+from typing import Any, Iterable, Sequence
+
+import ml_collections
+
+Overrides = dict[str, Any]
+SEED = 'seed'
+
+
+def _key(path: str) -> str:
+  """'config.model.se.reduction' and 'model.se.reduction' name the same field."""
+  return path[len('config.'):] if path.startswith('config.') else path
+
+
+def sweep(path: str, values: Iterable[Any]) -> list[Overrides]:
+  """One field over `values`: [{path: v} for v in values]."""
+  return [{_key(path): v} for v in values]
+
+
+def fixed(path: str, value: Any) -> list[Overrides]:
+  """One field at one value (a one-member sweep, for use inside `product`)."""
+  return [{_key(path): value}]
+
+
+def product(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:
+  """Every combination, the first sweep varying slowest (as nested loops would)."""
+  members = []
+  for combo in itertools.product(*sweeps):
+    merged = {}
+    for part in combo:
+      _merge_into(merged, part)
+    members.append(merged)
+  return members
+
+
+def zip(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:  # pylint: disable=redefined-builtin
+  """Element-wise combination of sweeps of equal length."""
+  lengths = {len(s) for s in sweeps}
+  if len(lengths) > 1:
+    raise ValueError(f'hyper.zip needs sweeps of equal length, got lengths {[len(s) for s in sweeps]}')
+  members = []
+  for combo in builtins.zip(*sweeps):
+    merged = {}
+    for part in combo:
+      _merge_into(merged, part)
+    members.append(merged)
+  return members
+
+
+def chain(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:
+  """One sweep after another (e.g. the reduction ratios, then the no-SE baseline)."""
+  return [dict(m) for s in sweeps for m in s]
+
+
+def _merge_into(merged: Overrides, part: Overrides) -> None:
+  for k, v in part.items():
+    k = _key(k)
+    if k in merged and merged[k] != v:
+      raise ValueError(f'field {k!r} is set twice in one sweep member ({merged[k]!r} and {v!r})')
+    merged[k] = v
+
+
+# ---------------------------------------------------------------------------------------------
+# Names: a member's sub-workdir and a setting's row are named after the overrides that vary.
+
+
+def format_value(value: Any) -> str:
+  """A short, filesystem-safe spelling: 8, 0.1, tanh, False, T-F-F-T (a tuple of booleans)."""
+  if isinstance(value, (tuple, list)):
+    return '-'.join(('T' if x else 'F') if isinstance(x, bool) else format_value(x) for x in value)
+  text = str(value)
+  return ''.join(c if c.isalnum() or c in '._+-' else '_' for c in text)
+
+
+def _short_keys(keys: Iterable[str]) -> dict[str, str]:
+  """Each dotted path by its last component, or the whole path where that would be ambiguous."""
+  keys = list(dict.fromkeys(keys))
+  last = [k.rsplit('.', 1)[-1] for k in keys]
+  return {k: (s if last.count(s) == 1 else k) for k, s in builtins.zip(keys, last)}
+
+
+def varying_keys(members: Sequence[Overrides]) -> list[str]:
+  """Fields whose value differs between members (or is absent in some), in first-seen order."""
+  keys = list(dict.fromkeys(k for m in members for k in m))
+  missing = object()
+  return [k for k in keys if len({repr(m.get(k, missing)) for m in members}) > 1]
+
+
+def member_names(members: Sequence[Overrides]) -> list[str]:
+  """Sub-workdir names, e.g. 'reduction=8,seed=0', 'enabled=False,seed=2'; unique and stable.
+
+  Only the fields that vary across the sweep, and the seed, appear (fixed ones are the same for all).
+  """
+  keys = varying_keys(members) or list(dict.fromkeys(k for m in members for k in m))
+  if SEED not in keys and any(SEED in m for m in members):
+    keys.append(SEED)  # always named: a rerun with more seeds keeps the finished members' names
+  keys = sorted(keys, key=lambda k: k == SEED)  # the seed last
+  short = _short_keys(keys)
+  names = [','.join(f'{short[k]}={format_value(m[k])}' for k in keys if k in m) or 'base'
+           for m in members]
+  dupes = sorted({n for n in names if names.count(n) > 1})
+  if dupes:
+    raise ValueError(f'sweep members share a name (the same overrides twice?): {", ".join(dupes)}')
+  return names
+
+
+def setting_name(overrides: Overrides, keys: Sequence[str] | None = None) -> str:
+  """A member's setting: its name without the seed (the row its seeds are averaged into)."""
+  keys = [k for k in (keys if keys is not None else overrides) if k != SEED and k in overrides]
+  short = _short_keys(keys)
+  return ','.join(f'{short[k]}={format_value(overrides[k])}' for k in keys) or 'base'
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep files and applying overrides.
+
+
+def load_module(path: str):
+  """Import a sweep (or config) file by path."""
+  if not os.path.isfile(path):
+    raise ValueError(f'sweep file {path!r} does not exist')
+  spec = importlib.util.spec_from_file_location(f'se_flax_sweep_{abs(hash(path))}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'sweep file {path!r} defines no get_sweep(config[, arg])')
+  return module
+
+
+def load_sweep(spec: str, config: ml_collections.ConfigDict):
+  """'path.py[:arg]' -> (module, members): `module.get_sweep(config[, arg])` checked against config."""
+  path, _, arg = spec.partition(':')
+  module = load_module(path)
+  members = module.get_sweep(config, arg) if arg else module.get_sweep(config)
+  members = [{_key(k): v for k, v in m.items()} for m in members]
+  if not members:
+    raise ValueError(f'sweep {spec!r} has no members')
+  for m in members:
+    apply_overrides(config, m)  # unknown fields and bad types fail here, before anything runs
+  return module, members
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> ml_collections.ConfigDict:
+  """A copy of `config` with the dotted-path overrides set (an unknown field raises ValueError)."""
+  config = copy.deepcopy(config)
+  for path, value in overrides.items():
+    *parents, leaf = _key(path).split('.')
+    node = config
+    try:
+      for p in parents:
+        node = node[p]
+      if leaf not in node:
+        raise KeyError(leaf)
+      node[leaf] = tuple(value) if isinstance(value, list) else value
+    except (KeyError, TypeError) as e:
+      raise ValueError(f'sweep override {path}={value!r} does not fit the config: {e}') from None
+  return config
+
+
+def override_flags(overrides: Overrides) -> list[str]:
+  """Command-line spelling for train.py: ['--config.model.se.reduction=8', ...]."""
+  flags = []
+  for k, v in overrides.items():
+    if isinstance(v, (tuple, list)):
+      v = '(' + ', '.join(repr(x) for x in v) + (',)' if len(v) == 1 else ')')
+    flags.append(f'--config.{_key(k)}={v}')
+  return flags

@@ -1,0 +1,263 @@
+"""Start-up under a launcher: one process, SLURM (`srun`), a TPU pod, or explicit coordinates.
+
+Every multi-process run is JAX's multi-controller runtime: `jax.distributed.initialize()` is called
+once, before any computation, and every process runs the same program on its own devices.
+
+- `none`: no launcher below; one process, `jax.distributed` is not started.
+- `slurm`: a job step started by `srun` (`SLURM_JOB_ID`, `SLURM_STEP_NODELIST`, `SLURM_PROCID`). The
+  coordinator is the step's first node at the port JAX itself derives from the job id (or
+  `JAX_COORDINATOR_PORT`); process count and id come from SLURM; local devices as below.
+- `tpu`: a Cloud TPU VM (`TPU_WORKER_HOSTNAMES`, `TPU_PROCESS_ADDRESSES`, `MEGASCALE_*`, or TPU chips
+  on the PCI bus): `jax.distributed.initialize()` without arguments, JAX reads the pod's metadata.
+- `explicit`: `config.distributed.{coordinator_address,num_processes,process_id}` (or the flags of
+  the same names of train.py and eval.py), passed as they are; they also override a launcher's.
+- `auto`: `config.distributed.initialize=True` and nothing above: JAX's other detectors (Open MPI,
+  Kubernetes, ...).
+
+Local devices under SLURM: one task per node (process per host), or GPUs bound to each task by
+`--gpus-per-task`, use every device the process sees; several tasks per node that all see the
+node's GPUs each drive the one at index `SLURM_LOCALID` (JAX's convention). `JAX_LOCAL_DEVICE_IDS`
+overrides both. A batch script's own shell is not a job step: `python train.py` there runs one
+process; start the processes with `srun`.
+
+`config.distributed.initialize`: None (default) initializes whenever the launcher implies more than
+one process (or cannot tell, on a TPU VM), True always, False never.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+from typing import Any, Callable, Mapping
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+
+LAUNCHERS = ('none', 'slurm', 'tpu', 'explicit', 'auto')
+EXPLICIT_FIELDS = ('coordinator_address', 'num_processes', 'process_id')
+_TPU_ENV = ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES', 'MEGASCALE_COORDINATOR_ADDRESS')
+_NOT_COMPARED = ('distributed',)  # fields that legitimately differ between processes (process_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+  """Where this process runs; None means 'decided by jax.distributed.initialize' (TPU pods)."""
+
+  launcher: str
+  num_processes: int | None = 1
+  process_id: int | None = 0
+  coordinator_address: str | None = None
+  local_device_ids: tuple[int, ...] | None = None
+  detail: str = ''
+  initialize: bool = False  # whether jax.distributed.initialize() is (to be) called
+
+  def initialize_kwargs(self) -> dict[str, Any]:
+    """Arguments for jax.distributed.initialize: explicit where known, JAX's detection otherwise."""
+    kwargs = {k: getattr(self, k) for k in EXPLICIT_FIELDS if getattr(self, k) is not None}
+    if self.local_device_ids is not None:
+      kwargs['local_device_ids'] = list(self.local_device_ids)
+    if len([k for k in EXPLICIT_FIELDS if k in kwargs]) == 3:
+      # All known: JAX's SLURM detection would otherwise restrict each process to one GPU.
+      kwargs['cluster_detection_method'] = 'deactivate'
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection (pure functions of the config and the environment)
+
+
+def first_host(nodelist: str) -> str:
+  """'node[001-004,9],gpu7' -> 'node001': the first host of a SLURM node list (as JAX reads it)."""
+  m = re.match(r'([^,\[]*)(\[([^\],\-]*))?', nodelist)
+  return m.group(1) + (m.group(3) or '')
+
+
+def tasks_on_node(tasks_per_node: str, node_id: int) -> int:
+  """SLURM's '2(x3),1' (2 tasks on each of 3 nodes, then 1) -> the task count of node `node_id`."""
+  counts = []
+  for part in tasks_per_node.split(','):
+    m = re.fullmatch(r'(\d+)(?:\(x(\d+)\))?', part.strip())
+    if not m:
+      raise ValueError(f'cannot read SLURM tasks per node {tasks_per_node!r}')
+    counts += [int(m.group(1))] * int(m.group(2) or 1)
+  return counts[min(node_id, len(counts) - 1)]
+
+
+def _slurm(env: Mapping[str, str]) -> Launch | None:
+  if not all(k in env for k in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID')):
+    return None
+  job, step = int(env['SLURM_JOB_ID']), env.get('SLURM_STEP_ID', '?')
+  num_processes = int(env.get('SLURM_STEP_NUM_TASKS') or env['SLURM_NTASKS'])
+  port = env.get('JAX_COORDINATOR_PORT') or str(job % 2**12 + 65535 - 2**12 + 1)  # JAX's choice
+  local_tasks = tasks_on_node(env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE')
+                              or '1', int(env.get('SLURM_NODEID', 0)))
+  local_ids = None  # every device the process sees
+  if local_tasks > 1 and 'SLURM_GPUS_PER_TASK' not in env and 'JAX_LOCAL_DEVICE_IDS' not in env:
+    local_ids = (int(env.get('SLURM_LOCALID', 0)),)
+  return Launch('slurm', num_processes, int(env['SLURM_PROCID']),
+                f'{first_host(env["SLURM_STEP_NODELIST"])}:{port}', local_ids,
+                f'job {job} step {step}, {env.get("SLURM_STEP_NUM_NODES", "?")} node(s), '
+                f'{local_tasks} task(s) on {env.get("SLURMD_NODENAME", socket.gethostname())}')
+
+
+def has_tpu_chips() -> bool:
+  """TPU chips on this machine's PCI bus (JAX's own check; False where JAX cannot tell)."""
+  try:
+    from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def _tpu(env: Mapping[str, str], tpu_host: bool) -> Launch | None:
+  hosts = env.get('TPU_PROCESS_ADDRESSES') or env.get('TPU_WORKER_HOSTNAMES')
+  if hosts:
+    n = len(hosts.split(',')) * int(env.get('MEGASCALE_NUM_SLICES') or 1)
+    return Launch('tpu', n, None, detail=f'{n} host(s) from the environment')
+  if any(k in env for k in _TPU_ENV) or tpu_host:
+    return Launch('tpu', None, None, detail='Cloud TPU VM; hosts from its metadata')
+  return None
+
+
+def detect(dist: ml_collections.ConfigDict | Mapping[str, Any], env: Mapping[str, str] | None = None,
+           tpu_host: bool | None = None) -> Launch:
+  """The launcher and the jax.distributed arguments implied by `config.distributed` and `env`."""
+  env = os.environ if env is None else env
+  wanted = dist.get('initialize')
+  if wanted is False:
+    return Launch('none', detail='config.distributed.initialize=False')
+  explicit = {k: dist.get(k) for k in EXPLICIT_FIELDS if dist.get(k) is not None}
+  found = _slurm(env) or _tpu(env, has_tpu_chips() if tpu_host is None else tpu_host)
+  if len(explicit) == 3:
+    launch = Launch('explicit', **explicit, local_device_ids=found and found.local_device_ids,
+                    detail=f'inside {found.launcher}' if found else '')
+  elif found:
+    launch = dataclasses.replace(found, **explicit)
+  elif explicit:
+    missing = ', '.join(f'distributed.{k}' for k in EXPLICIT_FIELDS if k not in explicit)
+    given = ', '.join(f'distributed.{k}={v!r}' for k, v in explicit.items())
+    raise ValueError(f'{given} needs {missing} too (or a launcher that provides them: srun, a TPU pod)')
+  elif wanted:
+    launch = Launch('auto', None, None, detail="JAX's own cluster detection")
+  else:
+    return Launch('none')
+  n, i = launch.num_processes, launch.process_id
+  if n is not None and n < 1:
+    raise ValueError(f'distributed.num_processes={n} must be at least 1')
+  if n is not None and i is not None and not 0 <= i < n:
+    raise ValueError(f'distributed.process_id={i} must be in [0, {n}) for num_processes={n}')
+  if launch.coordinator_address is not None and not re.fullmatch(r'.+:\d+', launch.coordinator_address):
+    raise ValueError(f'distributed.coordinator_address={launch.coordinator_address!r} must be host:port')
+  return dataclasses.replace(launch, initialize=bool(wanted) or n != 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up
+
+_current: Launch | None = None
+_agreed: set[str] = set()
+
+
+def initialize(config: ml_collections.ConfigDict) -> Launch:
+  """Detect the launcher and call jax.distributed.initialize() if it implies several processes.
+
+  Idempotent: later calls return the first call's Launch. Call before any JAX computation.
+  """
+  global _current
+  if _current is None:
+    launch = detect(config.distributed)
+    if launch.initialize and not jax.distributed.is_initialized():
+      jax.distributed.initialize(**launch.initialize_kwargs())
+    _current = launch
+  return _current
+
+
+def current() -> Launch:
+  return _current or Launch('none')
+
+
+def comparable_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as flat 'a.b' -> JSON-able value, without the fields that differ per process."""
+  def flatten(d, prefix=''):
+    for k, v in d.items():
+      if prefix + k in _NOT_COMPARED:
+        continue
+      if isinstance(v, dict):
+        yield from flatten(v, f'{prefix}{k}.')
+      else:
+        yield prefix + k, v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+  return dict(flatten(config.to_dict()))
+
+
+def _allgather_text(text: str) -> list[str]:
+  """Every process's `text`, in process order (two small all-gathers: lengths, then bytes)."""
+  data = np.frombuffer(text.encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
+  padded = np.zeros(-(-int(sizes.max()) // 1024) * 1024, np.uint8)
+  padded[:data.size] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+  return [bytes(row[:n]).decode() for row, n in zip(rows, sizes)]
+
+
+def check_agreement(config: ml_collections.ConfigDict, validate: Callable[[Any], None]) -> None:
+  """Validate locally, then make every process fail alike on any disagreement or local error.
+
+  One all-gather of (config, validation error) per distinct config: processes that were given
+  different configs, or a config that one process rejects (data missing on one host), raise the
+  same ValueError on every process before any step, instead of one process exiting while the
+  others wait in a collective.
+  """
+  mine = comparable_config(config)
+  key = json.dumps(mine, sort_keys=True)
+  if key in _agreed:
+    return
+  if jax.process_count() == 1:
+    validate(config)
+    _agreed.add(key)
+    return
+  try:
+    validate(config)
+    error = None
+  except (ValueError, FileNotFoundError) as e:
+    error = ' '.join(str(e).split())
+  everyone = [json.loads(t) for t in _allgather_text(json.dumps({'config': mine, 'error': error}))]
+  first = everyone[0]['config']
+  diffs = []
+  for p, other in enumerate(everyone[1:], 1):
+    for k in sorted(set(first) | set(other['config'])):
+      if first.get(k) != other['config'].get(k):
+        diffs.append(f'{k}={first.get(k)!r} on process 0 but {other["config"].get(k)!r} on process {p}')
+  if diffs:
+    more = f' (and {len(diffs) - 4} more)' if len(diffs) > 4 else ''
+    raise ValueError('processes disagree on the config: ' + '; '.join(diffs[:4]) + more
+                     + '; give every process the same --config and overrides')
+  errors = [(p, e['error']) for p, e in enumerate(everyone) if e['error']]
+  if errors:
+    p, message = errors[0]
+    where = '' if len(errors) == len(everyone) else f'on process {p}: '
+    raise ValueError(where + message)
+  _agreed.add(key)
+
+
+def log_startup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Process 0: launcher, processes, devices, mesh and batch sizes; every process: where it runs."""
+  launch, n = current(), jax.process_count()
+  logging.info('process %d of %d: pid %d on %s, %d local devices %s', jax.process_index(), n, os.getpid(),
+               socket.gethostname(), jax.local_device_count(), [d.id for d in jax.local_devices()])
+  if jax.process_index() != 0:
+    return
+  detail = ', '.join(x for x in (launch.detail, launch.coordinator_address and
+                                 f'coordinator {launch.coordinator_address}') if x)
+  logging.info('launcher: %s%s', launch.launcher, f' ({detail})' if detail else '')
+  logging.info('processes: %d; devices: %d local, %d global (%s)', n, jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].platform)
+  train, evals = config.train.global_batch_size, config.eval.global_batch_size
+  devices = mesh.devices.size
+  logging.info('mesh: %s; global batch %d (%d per process, %d per device), eval batch %d (%d per process)',
+               dict(mesh.shape), train, train // n, train // devices, evals, evals // n)

@@ -1,0 +1,199 @@
+"""Fine-tuning: init_from another workdir or timm weights, init_skip, the mismatch error, head
+replacement, frozen BatchNorm statistics, the backbone/head optimiser, and configs/finetune_digits.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from configs import finetune_digits
+from se_flax import checkpointing, finetune, steps, train_lib
+from test_train import final_state, scalars, tiny_digits
+
+MODEL = 'seresnet_tiny_cifar'
+
+
+@pytest.fixture(scope='module')
+def base_workdir(digits_dir, tmp_path_factory) -> str:
+  """A tiny 10-class digits run to start from."""
+  workdir = str(tmp_path_factory.mktemp('base'))
+  config = tiny_digits(digits_dir, num_steps=30, checkpoint_every_steps=30, log_every_steps=30,
+                       eval_every_epochs=0.0)
+  config.data.augment = 'none'
+  config.optim.lr = 0.2
+  train_lib.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def finetune_config(digits_dir, base: str, **changes):
+  config = finetune_digits.get_config(MODEL)
+  config.init_from = base
+  config.data.data_dir = digits_dir
+  config.train.update(global_batch_size=32, num_steps=20, log_every_steps=5, checkpoint_every_steps=20,
+                      eval_every_epochs=0.0)
+  config.eval.global_batch_size = 64
+  for key, value in changes.items():
+    *parents, leaf = key.split('__')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir, tmp_path, caplog):
+  """5 of the 10 digits from a 10-class checkpoint: head replaced, everything else loaded, loss falls."""
+  config = finetune_config(digits_dir, base_workdir, finetune__freeze_backbone_steps=5)
+  with caplog.at_level(logging.INFO):
+    result = train_lib.train_and_evaluate(config, str(tmp_path))
+  log = '\n'.join(r.getMessage() for r in caplog.records)
+  assert 'init_from se_flax checkpoint' in log and 'freshly initialised      2 arrays' in log, log[-3000:]
+  head = [l for l in log.splitlines() if l.startswith('head replaced')]
+  assert head == ['head replaced: fc has 10 outputs in the checkpoint and 5 in the model: freshly initialised']
+  base, tuned = final_state(base_workdir), final_state(str(tmp_path))
+  assert tuned['params']['fc']['kernel'].shape == (32, 5)
+  # Frozen BN statistics: exactly the source's after 20 steps.
+  for a, b in zip(jax.tree.leaves(base['batch_stats']), jax.tree.leaves(tuned['batch_stats'])):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(base['params']['layer3_0']['conv2']['kernel'], tuned['params']['layer3_0']['conv2']['kernel'])
+  loss = scalars(str(tmp_path), 'train/loss')
+  assert loss[20] < 0.6 * loss[5], loss
+  assert result['num_examples'] == 180  # the 0-4 digits of the test split
+  assert result['top1'] > 0.5
+
+
+def test_resumed_run_does_not_reload_init_from(digits_dir, base_workdir, tmp_path, monkeypatch):
+  config = finetune_config(digits_dir, base_workdir, train__num_steps=4, train__checkpoint_every_steps=4)
+  train_lib.train_and_evaluate(config, str(tmp_path))
+  calls = []
+  monkeypatch.setattr(finetune, 'initialise', lambda *a, **k: calls.append(a))
+  config.train.num_steps = 6
+  assert train_lib.train_and_evaluate(config, str(tmp_path))['step'] == 6
+  assert calls == []
+
+
+def _fresh(digits_dir, base_workdir, **changes):
+  config = finetune_config(digits_dir, base_workdir, **changes)
+  return config, train_lib.build_experiment(config).state
+
+
+def test_init_skip_keeps_fresh_values(digits_dir, base_workdir):
+  config, fresh = _fresh(digits_dir, base_workdir, init_skip=('*/se/*', 'stem_bn1/*'))
+  state, report = finetune.initialise(config, fresh)
+  base = final_state(base_workdir)
+  assert all('/se/' in k or 'stem_bn1' in k for k in report['skipped'])
+  assert 'params/layer2_0/se/fc1/kernel' in report['skipped'] and 'batch_stats/stem_bn1/mean' in report['skipped']
+  np.testing.assert_array_equal(state.params['layer2_0']['se']['fc1']['kernel'],
+                                fresh.params['layer2_0']['se']['fc1']['kernel'])
+  np.testing.assert_array_equal(state.params['layer2_0']['conv1']['kernel'], base['params']['layer2_0']['conv1']['kernel'])
+  assert not np.array_equal(state.params['layer2_0']['conv1']['kernel'], fresh.params['layer2_0']['conv1']['kernel'])
+  assert report['unused'] == []  # the source's fc and SE arrays are all accounted for
+
+
+def test_shape_mismatch_outside_skip_is_an_error_listing_keys(digits_dir, base_workdir):
+  config, fresh = _fresh(digits_dir, base_workdir, model__se__reduction=2)  # other SE widths
+  with pytest.raises(finetune.InitFromMismatchError) as info:
+    finetune.initialise(config, fresh)
+  message = str(info.value)
+  assert 'shape mismatches outside config.init_skip' in message and '\n' not in message
+  assert 'layer1_0/se/fc1/kernel (8, 2) vs (8, 4)' in message
+  config.init_skip = ('*/se/*',)
+  _, report = finetune.initialise(config, fresh)
+  assert len(report['skipped']) == 12 and report['loaded']
+
+
+def test_merge_is_explicit():
+  target = {'params/a/kernel': np.zeros((2, 3)), 'params/fc/kernel': np.zeros((3, 5)), 'params/new/bias': np.zeros(2)}
+  source = {'params/a/kernel': np.ones((2, 3)), 'params/fc/kernel': np.ones((3, 10)), 'params/old/bias': np.ones(4)}
+  merged, report = finetune.merge(target, source)
+  assert report['loaded'] == ['params/a/kernel'] and report['unused'] == ['params/old/bias']
+  assert report['initialised'] == ['params/fc/kernel', 'params/new/bias'] and report['head'] == ['params/fc/kernel']
+  assert merged['params/a/kernel'].sum() == 6 and merged['params/fc/kernel'].sum() == 0
+  with pytest.raises(finetune.InitFromMismatchError, match='shares no variable'):
+    finetune.merge(target, {'params/z/kernel': np.ones(1)})
+
+
+def test_init_from_timm_weights_file(digits_dir, tmp_path):
+  """A timm .safetensors for the configured model, through the converter (num_classes 1000 -> 10)."""
+  import importlib.util
+  import pathlib
+  golden = pathlib.Path(__file__).resolve().parent / 'golden'
+  spec = importlib.util.spec_from_file_location('golden_weights', golden / 'weights.py')
+  weights = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(weights)
+  path = str(tmp_path / 'model.safetensors')
+  safetensors.numpy.save_file(weights.make_state_dict(json.loads((golden / 'keys' / 'legacy_seresnet18.json').read_text())),
+                              path)
+  config = tiny_digits(digits_dir)
+  config.model.name = 'legacy_seresnet18'
+  config.data.image_size = config.data.eval_resize = 8
+  config.init_from = path
+  config.init_skip = ('stem_conv1/*',)  # RGB weights, one-channel digits
+  state, report = finetune.initialise(config, train_lib.build_experiment(config).state)
+  assert sorted(report['head']) == ['params/fc/bias', 'params/fc/kernel']
+  assert report['skipped'] == ['params/stem_conv1/kernel'] and len(report['initialised']) == 2
+  np.testing.assert_array_equal(
+      state.params['layer1_0']['conv1']['kernel'],
+      safetensors.numpy.load_file(path)['layer1.0.conv1.weight'].transpose(2, 3, 1, 0))
+
+
+BAD = [  # (field, value, message)
+    ('init_from', 'seresnet50.rb2_in1k', "init_from='seresnet50.rb2_in1k': unknown pretrained tag"),
+    ('init_from', '/nowhere/run', "init_from='/nowhere/run': no such workdir or file"),
+    ('init_skip', ('fx/*',), "init_skip glob 'fx/*' matches no variable of seresnet_tiny_cifar"),
+    ('init_skip', ('',), 'must be a tuple of non-empty glob strings'),
+    ('finetune.backbone_lr_multiplier', -1.0, 'finetune.backbone_lr_multiplier=-1.0 must be >= 0'),
+    ('finetune.freeze_backbone_steps', -2, 'finetune.freeze_backbone_steps=-2 must be an integer >= 0'),
+    ('data.keep_labels', (1, 1), 'data.keep_labels=(1, 1) must be distinct class ids in [0, 10)'),
+]
+
+
+@pytest.mark.parametrize('field, value, message', BAD, ids=[f'{b[0]}={b[1]}' for b in BAD])
+def test_bad_finetune_fields_are_one_line_errors(digits_dir, base_workdir, field, value, message):
+  config = finetune_config(digits_dir, base_workdir)
+  *parents, leaf = field.split('.')
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError) as info:
+    train_lib.validate_config(config)
+  assert message in str(info.value) and '\n' not in str(info.value), str(info.value)
+
+
+def test_frozen_bn_train_step_uses_running_statistics(digits_dir):
+  """One step with finetune.freeze_bn_stats: batch_stats unchanged, logits as in eval mode."""
+  config = tiny_digits(digits_dir)
+  config.finetune.freeze_bn_stats = True
+  config.num_devices = 1
+  exp = train_lib.build_experiment(config)
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.normal(size=(32, 8, 8, 1)).astype(np.float32),
+           'label': rng.integers(0, 10, 32).astype(np.int32)}
+  # Non-trivial running statistics, so that eval mode and batch statistics differ.
+  stats = jax.tree.map(lambda x: x + 0.3, exp.state.batch_stats)
+  state = exp.state.replace(batch_stats=stats)
+  before = jax.device_get(state.batch_stats)
+  params = jax.device_get(state.params)
+
+  eval_logits = exp.model.apply({'params': params, 'batch_stats': before}, batch['image'], train=False)
+  sharding = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec(steps.AXIS))
+  train_step = steps.make_train_step(exp.model, config, 10, exp.mesh, exp.lr_fn)
+  new_state, metrics = train_step(state, steps.to_global(batch, sharding))
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(new_state.batch_stats))):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(params['stem_conv1']['kernel'], np.asarray(new_state.params['stem_conv1']['kernel']))
+  # The loss it reports is the eval-mode loss of the old parameters (dropout is 0 in this model).
+  expected = float(np.mean(jax.nn.logsumexp(eval_logits, -1) - eval_logits[np.arange(32), batch['label']]))
+  assert float(metrics['loss']) == pytest.approx(expected, rel=1e-5)
+
+  config.finetune.freeze_bn_stats = False
+  moving_step = steps.make_train_step(exp.model, config, 10, exp.mesh, exp.lr_fn)
+  moved, _ = moving_step(exp.state.replace(batch_stats=stats), steps.to_global(batch, sharding))
+  assert not np.array_equal(jax.tree.leaves(before)[0], np.asarray(jax.tree.leaves(moved.batch_stats)[0]))

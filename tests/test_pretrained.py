@@ -1,0 +1,191 @@
+"""se_flax.pretrained: every form of pretrained=, hub fetching (offline, a fake in place of the
+network), loading equal to the converter, head replacement, and a tag's preprocessing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import pathlib
+
+import functools
+
+import huggingface_hub
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import errors as hub_errors
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from se_flax import convert, models, pretrained
+
+GOLDEN = pathlib.Path(__file__).resolve().parent / 'golden'
+_spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weights.py')
+weights = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(weights)
+
+NAME = 'legacy_seresnet18'  # smallest golden key list
+HUB_TAG = 'seresnet50.ra2_in1k'
+IMAGES = weights.make_inputs(size=32).transpose(0, 2, 3, 1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(module, variables):
+  return module.apply(variables, IMAGES, train=False)
+
+
+@pytest.fixture(scope='module')
+def weights_file(tmp_path_factory) -> str:
+  """A timm-layout .safetensors written from a seeded synthetic state dict."""
+  keys = json.loads((GOLDEN / 'keys' / f'{NAME}.json').read_text())
+  path = str(tmp_path_factory.mktemp('weights') / 'model.safetensors')
+  safetensors.numpy.save_file(weights.make_state_dict(keys, seed=3), path)
+  return path
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+  """huggingface_hub with an empty cache in tmp_path, no network (HF_HUB_OFFLINE), and a local
+  se_flax pretrained dir; yields the cache dir."""
+  cache = str(tmp_path / 'hf_cache')
+  monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', cache)
+  monkeypatch.setattr(hub_constants, 'HF_HUB_OFFLINE', True)
+  monkeypatch.setenv(pretrained.LOCAL_DIR_ENV, str(tmp_path / 'se_flax_pretrained'))
+  return cache
+
+
+def test_table_covers_the_reference_names():
+  assert len(pretrained.TAGS) == 78
+  assert set(pretrained.DEFAULT_TAGS) <= set(convert.TIMM_NAMES)
+  assert all(pretrained.TAGS[t].name == n for n, t in pretrained.DEFAULT_TAGS.items())
+  seresnet50 = pretrained.TAGS[HUB_TAG]
+  assert (seresnet50.test_size, seresnet50.test_crop_pct, seresnet50.interpolation) == (288, 0.95, 'bicubic')
+  assert pretrained.TAGS['legacy_seresnet50.in1k'].top1 == pytest.approx(77.644)
+  assert pretrained.TAGS['legacy_seresnet50.in1k'].hub_id is None  # PyTorch file only
+  assert 'seresnet50.ra2_in1k' in pretrained.table()
+
+
+@pytest.mark.parametrize('value, name, expected', [
+    (True, 'seresnet50', ('seresnet50', 'seresnet50.a1_in1k', 'timm/seresnet50.a1_in1k')),
+    ('seresnet50.ra2_in1k', None, ('seresnet50', HUB_TAG, 'timm/seresnet50.ra2_in1k')),
+    ('ra2_in1k', 'seresnet50', ('seresnet50', HUB_TAG, 'timm/seresnet50.ra2_in1k')),
+    ('hf-hub:timm/seresnet50.ra2_in1k', None, ('seresnet50', HUB_TAG, 'timm/seresnet50.ra2_in1k')),
+    ('hf-hub:someone/my-finetune', 'seresnext26d_32x4d', ('seresnext26d_32x4d', None, 'someone/my-finetune')),
+    ('legacy_senet154.in1k', None, ('legacy_senet154', 'legacy_senet154.in1k', None)),
+])
+def test_resolve_every_form(value, name, expected):
+  source = pretrained.resolve(value, name)
+  assert (source.name, source.tag, source.hub_id, source.path) == (*expected, None)
+
+
+@pytest.mark.parametrize('value, name, message', [
+    (True, 'seresnet18', "no pretrained weights for 'seresnet18'"),
+    ('seresnet50.rb2_in1k', None, "unknown pretrained tag 'seresnet50.rb2_in1k'; did you mean seresnet50.ra2_in1k"),
+    ('seresnet50.ra2_in1k', 'resnet50', "holds 'seresnet50' weights, not 'resnet50'"),
+    ('/nowhere/model.safetensors', NAME, "'/nowhere/model.safetensors' does not exist"),
+    ('model.pth', NAME, 'python -m se_flax.pretrained --convert model.pth'),
+    (3, NAME, 'must be True, a tag'),
+])
+def test_resolve_errors(value, name, message):
+  with pytest.raises((ValueError, FileNotFoundError)) as info:
+    pretrained.resolve(value, name)
+  assert message in str(info.value) and '\n' not in str(info.value)
+
+
+def test_local_file_equals_converter(weights_file):
+  """A .safetensors file (no network) loads to exactly the converter's variables and logits."""
+  module, variables = models.create(NAME, pretrained=weights_file)
+  expected_module, expected = convert.from_timm(NAME, convert.load_safetensors(weights_file))
+  assert module == expected_module
+  np.testing.assert_array_equal(np.asarray(_logits(module, variables)), np.asarray(_logits(module, expected)))
+  assert module.num_classes == 1000
+
+
+def test_head_replacement(weights_file, caplog):
+  with caplog.at_level(logging.INFO):
+    module, variables = convert.load_pretrained(weights_file, NAME, num_classes=7, rng=jax.random.key(1))
+  _, full = convert.from_timm(NAME, convert.load_safetensors(weights_file))
+  assert module.num_classes == 7 and variables['params']['fc']['kernel'].shape == (512, 7)
+  assert not np.allclose(variables['params']['fc']['kernel'], full['params']['fc']['kernel'][:, :7])
+  np.testing.assert_array_equal(variables['params']['layer4_1']['conv2']['kernel'],
+                                full['params']['layer4_1']['conv2']['kernel'])
+  lines = [r.getMessage() for r in caplog.records if 'head fc replaced' in r.getMessage()]
+  assert len(lines) == 1 and '1000 -> 7 classes' in lines[0]
+  assert _logits(module, variables).shape == (2, 7)
+
+
+def test_hub_tag_from_the_cache_and_the_download_path(weights_file, offline_hub, monkeypatch):
+  """Not cached + offline: the real hub call fails and the error says what, where and how. Then a
+  fake network (in place of hf_hub_download's download) fills the cache; the next load is served
+  from the cache by the real huggingface_hub, with the network still off."""
+  with pytest.raises(pretrained.PretrainedNotFoundError) as info:
+    pretrained.fetch(pretrained.resolve(HUB_TAG))
+  message = str(info.value)
+  assert '\n' not in message
+  for part in ('model.safetensors', 'timm/seresnet50.ra2_in1k', offline_hub,
+               'https://huggingface.co/timm/seresnet50.ra2_in1k/resolve/main/model.safetensors',
+               'models--timm--seresnet50.ra2_in1k', f'{HUB_TAG}.safetensors'):
+    assert part in message, part
+
+  real_download = huggingface_hub.hf_hub_download
+  calls = []
+
+  def fake_download(repo_id, filename, **kw):
+    """Stands in for the network: puts the file where the hub cache keeps it."""
+    calls.append((repo_id, filename, kw.get('local_files_only', False)))
+    if kw.get('local_files_only'):
+      return real_download(repo_id, filename, **kw)
+    folder = pathlib.Path(offline_hub) / ('models--' + repo_id.replace('/', '--'))
+    revision = '0' * 40
+    (folder / 'refs').mkdir(parents=True, exist_ok=True)
+    (folder / 'refs' / 'main').write_text(revision)
+    target = folder / 'snapshots' / revision / filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(pathlib.Path(weights_file).read_bytes())
+    return str(target)
+
+  monkeypatch.setattr(huggingface_hub, 'hf_hub_download', fake_download)
+  first = pretrained.fetch(pretrained.resolve(HUB_TAG))
+  assert calls == [('timm/seresnet50.ra2_in1k', 'model.safetensors', True),
+                   ('timm/seresnet50.ra2_in1k', 'model.safetensors', False)]
+  assert first.startswith(offline_hub)
+  calls.clear()
+  again = pretrained.fetch(pretrained.resolve('hf-hub:timm/seresnet50.ra2_in1k'))
+  assert again == first and calls == [('timm/seresnet50.ra2_in1k', 'model.safetensors', True)]
+
+
+def test_hub_errors_become_one_line(offline_hub, monkeypatch):
+  def missing_repo(repo_id, filename, **kw):
+    if kw.get('local_files_only'):
+      raise hub_errors.LocalEntryNotFoundError('not cached')
+    raise hub_errors.EntryNotFoundError(f'404 for {repo_id}/{filename}')
+
+  monkeypatch.setattr(huggingface_hub, 'hf_hub_download', missing_repo)
+  with pytest.raises(pretrained.PretrainedNotFoundError, match=r'EntryNotFoundError: 404 for someone/x'):
+    pretrained.fetch(pretrained.resolve('hf-hub:someone/x', NAME))
+
+
+def test_tag_from_the_local_dir_and_pth_only_tags(weights_file, offline_hub):
+  """A legacy tag (PyTorch file only) says how to convert it; once placed, it loads by name."""
+  with pytest.raises(pretrained.PretrainedNotFoundError) as info:
+    models.create(NAME, pretrained=True)
+  assert 'seresnet18-4bb0ce65.pth' in str(info.value) and '--convert FILE.pth --tag legacy_seresnet18.in1k' \
+      in str(info.value)
+  local = pathlib.Path(pretrained.local_dir()) / 'legacy_seresnet18.in1k.safetensors'
+  local.parent.mkdir(parents=True)
+  local.write_bytes(pathlib.Path(weights_file).read_bytes())
+  module, variables = models.create(NAME, pretrained=True)
+  _, expected = convert.from_timm(NAME, convert.load_safetensors(weights_file))
+  np.testing.assert_array_equal(variables['params']['fc']['kernel'], expected['params']['fc']['kernel'])
+
+
+def test_preprocessing_maps_to_data_fields():
+  fields = pretrained.data_fields(pretrained.eval_preprocessing(HUB_TAG))
+  assert fields == {'image_size': 288, 'eval_resize': 303, 'eval_interpolation': 'bicubic', 'eval_antialias': True,
+                    'mean': (123.675, 116.28, 103.53), 'std': (58.395, 57.12, 57.375)}
+  train = pretrained.data_fields(pretrained.train_preprocessing('resnet50.tv2_in1k'))
+  assert (train['image_size'], train['eval_resize'], train['eval_interpolation']) == (176, 201, 'bilinear')
+  assert pretrained.data_fields(pretrained.eval_preprocessing('resnet34.ra4_e3600_r224_in1k'))['mean'] == (127.5,) * 3
+  assert '81.28%' in pretrained.reference_line(HUB_TAG) and '288 px' in pretrained.reference_line(HUB_TAG)
