@@ -10,10 +10,12 @@ import sys
 
 
 class _DropLibraryChatter(logging.Filter):
-  """Keep orbax's per-save INFO lines out of the console; warnings and errors still pass."""
+  """Keep orbax's per-save and TFDS's per-read INFO lines out of the console (so that the run's own
+  start-up lines come first); warnings and errors still pass."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+    return record.levelno >= logging.WARNING or not any(
+        lib in record.pathname for lib in ('/orbax/', '/tensorflow_datasets/'))
 
 
 def quiet_library_logs() -> None:

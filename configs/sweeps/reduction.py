@@ -18,5 +18,6 @@ def get_paper(config):
   del config
   t10 = {2: (22.29, 6.00, 45.7), 4: (22.25, 6.09, 35.7), 8: (22.26, 5.99, 30.7), 16: (22.28, 6.03, 28.1),
          32: (22.72, 6.20, 26.9)}
-  return [({'model.se.reduction': r}, dict(top1_err=a, top5_err=b, params_m=p)) for r, (a, b, p) in t10.items()
-          ] + [(sweeps.NO_SE, sweeps.PAPER_BASELINE)]
+  rows = [({'model.se.reduction': r}, dict(top1_err=a, top5_err=b, params_m=m))
+          for r, (a, b, m) in t10.items()]
+  return rows + [(sweeps.NO_SE, sweeps.PAPER_BASELINE)]

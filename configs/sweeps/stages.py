@@ -21,7 +21,10 @@ def get_sweep(config, arg=None):
 def get_paper(config):
   paper = [(sweeps.NO_SE, sweeps.PAPER_BASELINE)]
   if sweeps.num_stages(config) == 4:
-    figures = [dict(top1_err=23.03, top5_err=6.48, params_m=25.6), dict(top1_err=23.04, top5_err=6.32, params_m=25.7),
-               dict(top1_err=22.68, top5_err=6.22, params_m=26.4), None, sweeps.PAPER_SE_DEFAULT]
+    figures = [dict(top1_err=23.03, top5_err=6.48, params_m=25.6),  # conv2_x only
+               dict(top1_err=23.04, top5_err=6.32, params_m=25.7),  # conv3_x only
+               dict(top1_err=22.68, top5_err=6.22, params_m=26.4),  # conv4_x only
+               None,  # conv5_x alone was not reported
+               sweeps.PAPER_SE_DEFAULT]  # all stages
     paper += [({'model.se.stages': m}, f) for m, f in zip(masks(config), figures) if f]
   return paper

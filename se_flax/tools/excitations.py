@@ -14,6 +14,7 @@ and overrides the run was trained with (a sweep member: its overrides, see its t
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 
@@ -37,7 +38,7 @@ def define_flags() -> None:
   cli.define_config_flag(os.path.join(_REPO, 'configs', 'digits.py'),
                          'Configuration file the checkpoint was trained with (path[:arg]).')
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoints.')
-  flags.DEFINE_string('classes', None, 'Comma-separated class indices to plot (default: four spread over all).')
+  flags.DEFINE_string('classes', None, 'Comma-separated class indices to plot (default: four, spread out).')
   flags.DEFINE_string('out', None, 'Output directory (default: <workdir>/excitations).')
   flags.DEFINE_string('split', None, 'Split to run over (default: config.data.eval_split).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -115,7 +116,7 @@ def _plot(path: str, blocks: list[str], means: dict, classes: list[int], names: 
 
   cols = min(3, len(blocks))
   rows = -(-len(blocks) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows + 0.6), dpi=100, squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows + 0.6), dpi=80, squeeze=False)
   for ax, b in zip(axes.flat, blocks):
     channels = np.arange(len(means['all'][b]))
     for i, k in enumerate(classes):
@@ -133,8 +134,11 @@ def _plot(path: str, blocks: list[str], means: dict, classes: list[int], names: 
   fig.legend(handles, labels, loc='upper right', ncol=len(labels), fontsize=8)
   fig.suptitle(title, fontsize=10, x=0.01, ha='left')
   fig.tight_layout(rect=(0, 0, 1, 0.95))
-  fig.savefig(path)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png')
   plt.close(fig)
+  from PIL import Image  # a matplotlib dependency; 256 colours make the many-line figure 3-4x smaller
+  Image.open(buffer).convert('RGB').quantize(colors=256).save(path, optimize=True)
 
 
 def default_classes(num_classes: int, n: int = 4) -> list[int]:
@@ -169,7 +173,8 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
   variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
   model = steps.create_model(config, num_classes, axis_name=None)
   split = split or config.data.eval_split
-  batches = input_pipeline.eval_iterator(config.data, split=split, global_batch_size=config.eval.global_batch_size)
+  batches = input_pipeline.eval_iterator(config.data, split=split,
+                                         global_batch_size=config.eval.global_batch_size)
   means, counts = class_means(model, variables, batches, num_classes)
   if not means['all']:
     raise ValueError(f'model {config.model.name!r} with these SE settings has no SE block to analyse')

@@ -24,8 +24,9 @@ FLAGS = flags.FLAGS
 
 METRICS = ('top1', 'top5', 'loss', 'train_img_per_sec')
 NO_SE = ('model.se.enabled', False)
-PAPER_NOTE = ('paper: SE-ResNet-50 on ImageNet (Tables 10-15, top-1 = 100 - error); another dataset, '
-              'network and schedule, so compare trends only')
+PAPER_NOTE = ('paper: SE-ResNet-50 trained on ImageNet, Tables 10-15 (top-1 = 100 - error; their ablation '
+              'schedule: ~300 epochs, label smoothing); another dataset, network and schedule, so compare '
+              'trends only')
 
 
 def load_members(sweep_dir: str) -> list[dict[str, Any]]:
@@ -115,8 +116,8 @@ def write_csv(rows: list[dict], path: str) -> None:
     w.writerow(fields)
     for r in rows:
       p = r['paper'] or {}
-      w.writerow([r['setting'], r['n'], *(f'{r[k]:.4f}' for k in ('top1_mean', 'top1_std', 'top5_mean', 'top5_std',
-                                                                   'loss_mean', 'loss_std', 'delta_top1')),
+      stats = ('top1_mean', 'top1_std', 'top5_mean', 'top5_std', 'loss_mean', 'loss_std', 'delta_top1')
+      w.writerow([r['setting'], r['n'], *(f'{r[k]:.4f}' for k in stats),
                   r['params'], r['macs'], f'{r["train_img_per_sec_mean"]:.1f}',
                   _paper_acc(p, 'top1_err'), _paper_acc(p, 'top5_err'), p.get('params_m', ''),
                   '' if math.isnan(r['paper_delta_top1']) else f'{r["paper_delta_top1"]:.2f}'])
@@ -193,7 +194,8 @@ def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
     for xi, r in zip(x, pts):
       ax.plot([xi] * len(r['top1_seeds']), r['top1_seeds'], '.', color='C0', alpha=0.35)
     if base:
-      ax.axhline(base['top1_mean'], color='0.3', ls='--', label=f'no SE: {base["top1_mean"]:.2f}%')
+      label = f'no SE: {base["top1_mean"]:.2f} ± {base["top1_std"]:.2f}% (band: ± std)'
+      ax.axhline(base['top1_mean'], color='0.3', ls='--', label=label)
       ax.axhspan(base['top1_mean'] - base['top1_std'], base['top1_mean'] + base['top1_std'], color='0.5',
                  alpha=0.15)
     short = axis_key.rsplit('.', 1)[-1]
@@ -249,7 +251,7 @@ def write_report(sweep_dir: str, out_dir: str | None = None, title: str | None =
 
 def define_flags() -> None:
   """Command-line flags, defined only when run as a program (tests import this module)."""
-  flags.DEFINE_string('out', None, 'Directory for report.md / report.csv / report.png (default: the sweep dir).')
+  flags.DEFINE_string('out', None, 'Where report.md, .csv and .png go (default: the sweep dir).')
   flags.DEFINE_string('title', None, 'Title of the report and the plot (default: from the sweep).')
 
 

@@ -95,7 +95,8 @@ def _jsonable(value):
   return json.loads(json.dumps(value, default=list))
 
 
-def write_manifest(workdir: str, members: list[Member], paper: list, base: list[str], sweep_spec: str) -> None:
+def write_manifest(workdir: str, members: list[Member], paper: list, base: list[str],
+                   sweep_spec: str) -> None:
   """DIR/sweep.json: what the report reads (members, their settings, the paper's figures)."""
   from se_flax import hyper
   os.makedirs(workdir, exist_ok=True)
@@ -108,9 +109,10 @@ def write_manifest(workdir: str, members: list[Member], paper: list, base: list[
       'paper': [{'match': _jsonable(match), **figures} for match, figures in paper],
   }
   path = os.path.join(workdir, 'sweep.json')
-  with open(path + '.tmp', 'w') as f:
+  tmp = f'{path}.{os.getpid()}.tmp'  # array tasks write it at the same time: each whole, last one wins
+  with open(tmp, 'w') as f:
     json.dump(manifest, f, indent=1)
-  os.replace(path + '.tmp', path)
+  os.replace(tmp, path)
 
 
 def _hms(seconds: float) -> str:
@@ -141,7 +143,7 @@ class Runner:
     self.running: dict[str, tuple[Member, subprocess.Popen, float]] = {}
     self.done, self.failed, self.interrupted, self.durations = [], [], [], []
     self.start = time.time()
-    self.stopping = False
+    self.stopping, self.not_started = False, []
 
   def log(self, text: str) -> None:
     print(text, file=self.out, flush=True)
@@ -156,9 +158,9 @@ class Runner:
       eta = _hms(left / max(1, min(self.parallel, len(self.pending) + len(self.running))))
     elif not self.pending and not self.running:
       eta = _hms(0)
-    line = (f'sweep: {n_done}/{total} done ({len(self.skipped)} already finished), {len(self.running)} running, '
-            f'{len(self.failed)} failed, {len(self.pending)} pending; elapsed {_hms(time.time() - self.start)}, '
-            f'ETA {eta}')
+    line = (f'sweep: {n_done}/{total} done ({len(self.skipped)} already finished), '
+            f'{len(self.running)} running, {len(self.failed)} failed, {len(self.pending)} pending; '
+            f'elapsed {_hms(time.time() - self.start)}, ETA {eta}')
     if self.running:
       line += '  [running: ' + ' '.join(self.running) + ']'
     return line
@@ -209,13 +211,13 @@ class Runner:
     return f'{_last_error_line(log)}  (log: {log})'
 
   def terminate(self, signum=signal.SIGTERM, frame=None) -> None:
-    """Pass SIGTERM on: each member checkpoints and exits; no new member starts."""
-    del frame
+    """On SIGTERM or Ctrl-C: SIGTERM to each running member (it checkpoints and exits); start no more."""
+    del signum, frame
     self.stopping = True
-    self.pending = []
+    self.not_started, self.pending = self.not_started + self.pending, []
     for _, proc, _ in self.running.values():
       if proc.poll() is None:
-        proc.send_signal(signum)
+        proc.send_signal(signal.SIGTERM)
 
   def run(self) -> int:
     self.log(f'sweep: {len(self.members)} members, {len(self.skipped)} already finished, '
@@ -236,10 +238,11 @@ class Runner:
       self.log(f'sweep: {len(self.failed)} member(s) failed:')
       for member, rc in self.failed:
         self.log(f'  {member.name} (member {member.index}, exit {rc}): {self._error(member)}')
-    if self.interrupted:
-      self.log(f'sweep: {len(self.interrupted)} member(s) interrupted; rerun the same command to resume: '
-               + ' '.join(m.name for m in self.interrupted))
-    return 1 if self.failed else (143 if self.interrupted else 0)
+    if self.interrupted or self.not_started:
+      self.log(f'sweep: stopped with {len(self.interrupted)} member(s) interrupted and '
+               f'{len(self.not_started)} not started; rerun the same command to continue: '
+               + ' '.join(m.name for m in self.interrupted + self.not_started))
+    return 1 if self.failed else (143 if self.interrupted or self.not_started else 0)
 
 
 def run_sweep(config, sweep_spec: str, workdir: str, base: list[str], *, parallel: int = 1,
