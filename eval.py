@@ -2,6 +2,10 @@
 
   python eval.py --config=configs/<file>.py[:arg] --workdir=DIR [--step=N] [--split=...]
   python eval.py --config=configs/imagenet.py --timm_model=seresnet50 --timm_weights=FILE.safetensors
+  python eval.py --config=configs/imagenet.py --pretrained=seresnet50.ra2_in1k   # or hf-hub:timm/<tag>
+
+--pretrained evaluates with exactly the tag's preprocessing (resolution, crop, interpolation,
+mean/std) and prints timm's reference top-1 beside the measured one.
 
 The JSON object holds top1, top5, loss, num_examples, step (and the checkpoint or weights used).
 """
@@ -22,6 +26,8 @@ flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the la
 flags.DEFINE_string('split', None, 'TFDS split to evaluate (default: config.data.eval_split).')
 flags.DEFINE_string('timm_model', None, 'timm model name whose weights --timm_weights holds.')
 flags.DEFINE_string('timm_weights', None, 'A timm state dict as .safetensors (instead of a checkpoint).')
+flags.DEFINE_string('pretrained', None, 'A pretrained tag or hf-hub:<repo id> (`python -m se_flax.pretrained` '
+                    'lists the tags), evaluated with the tag\'s preprocessing.')
 cli.define_distributed_flags()
 
 
@@ -35,7 +41,11 @@ def main(argv):
   config = cli.load_config(FLAGS)
   with cli.clean_errors():
     cli.apply_distributed_flags(config, FLAGS)
-    if FLAGS.timm_weights or FLAGS.timm_model:
+    if FLAGS.pretrained:
+      if FLAGS.timm_weights:
+        raise ValueError('--pretrained and --timm_weights name two different weights; give one')
+      result = evaluation.evaluate_pretrained(config, FLAGS.pretrained, name=FLAGS.timm_model, split=FLAGS.split)
+    elif FLAGS.timm_weights or FLAGS.timm_model:
       if not (FLAGS.timm_weights and FLAGS.timm_model):
         raise ValueError('--timm_model and --timm_weights must be given together')
       result = evaluation.evaluate_timm(config, FLAGS.timm_model, FLAGS.timm_weights, split=FLAGS.split)
@@ -45,6 +55,8 @@ def main(argv):
   print(f'{result["source"]}: {result["split"]} of {config.data.name}, {result["num_examples"]} examples, '
         f'step {result["step"]}')
   print(f'  top-1 {100 * result["top1"]:.2f}%   top-5 {100 * result["top5"]:.2f}%   loss {result["loss"]:.4f}')
+  if 'reference' in result:
+    print(f'  measured top-1 {100 * result["top1"]:.2f}% vs {result["reference"]}')
   print(json.dumps(result))
 
 

@@ -27,7 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.quiet_library_logs()
-  from se_flax import checkpointing, launch, resilience, train_lib
+  from se_flax import checkpointing, launch, pretrained, resilience, train_lib
   from se_flax.data import input_pipeline
 
   config = cli.load_config(flags.FLAGS)
@@ -38,7 +38,8 @@ def main(argv):
     launch.check_agreement(config, lambda c: [cli.check_workdir_writable(workdir),
                                               train_lib.validate_config(c)])
   with cli.clean_errors(resilience.WorkdirBusyError, resilience.NonFiniteError,
-                        checkpointing.CheckpointMismatchError, input_pipeline.DataNotFoundError):
+                        checkpointing.CheckpointMismatchError, input_pipeline.DataNotFoundError,
+                        pretrained.PretrainedNotFoundError):  # init_from weights not downloadable here
     result = train_lib.train_and_evaluate(config, workdir)
   logging.info('final eval: %s', result)
   print(json.dumps(result))

@@ -1,4 +1,4 @@
-"""Evaluation entry points behind eval.py: a training checkpoint, or converted timm weights."""
+"""Evaluation entry points behind eval.py: a training checkpoint, or pretrained timm weights."""
 
 from __future__ import annotations
 
@@ -33,15 +33,35 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
 def evaluate_timm(config: ml_collections.ConfigDict, timm_model: str, weights: str, *,
                   split: str | None = None) -> dict[str, Any]:
   """Evaluate a timm state dict (.safetensors) converted by `se_flax.convert`."""
-  from se_flax import convert
-  train_lib.maybe_initialize_distributed(config)
   if not os.path.isfile(weights):
     raise FileNotFoundError(f'--timm_weights file {weights!r} does not exist')
-  module, variables = convert.from_timm_file(timm_model, weights, dtype=steps.DTYPES[config.model.dtype])
+  return evaluate_pretrained(config, weights, name=timm_model, split=split, tag_preprocessing=False)
+
+
+def evaluate_pretrained(config: ml_collections.ConfigDict, pretrained: Any, *, name: str | None = None,
+                        split: str | None = None, tag_preprocessing: bool = True) -> dict[str, Any]:
+  """Evaluate pretrained timm weights (a tag, 'hf-hub:...' id or .safetensors file with `name`).
+
+  For a tag of the table (and tag_preprocessing), config.data takes the tag's evaluation
+  preprocessing (resolution, crop_pct, interpolation, mean/std) and the result carries the
+  reference top-1 ('reference_top1', %) beside the measured one.
+  """
+  from se_flax import convert
+  from se_flax import pretrained as pretrained_lib
+  train_lib.maybe_initialize_distributed(config)
+  source = pretrained_lib.resolve(pretrained, name)
+  extra = {}
+  if source.tag and tag_preprocessing:
+    fields = pretrained_lib.data_fields(pretrained_lib.eval_preprocessing(source.tag))
+    with config.unlocked():
+      config.data.update(fields)
+    extra = {'tag': source.tag, 'reference_top1': pretrained_lib.get(source.tag).top1,
+             'reference': pretrained_lib.reference_line(source.tag), 'preprocessing': fields}
+  module, variables = convert.load_pretrained(pretrained, name, dtype=steps.DTYPES[config.model.dtype])
   mesh = steps.create_mesh(config)
   variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   split = split or config.data.eval_split
   metrics = train_lib.evaluate(steps.make_eval_step(module, module.num_classes, mesh), variables,
                                data_config=config.data, split=split, global_batch_size=config.eval.global_batch_size,
                                mesh=mesh)
-  return {**metrics, 'step': 0, 'split': split, 'source': weights}
+  return {**metrics, 'step': 0, 'split': split, 'source': source.describe(), **extra}

@@ -56,10 +56,11 @@ class Launch:
   local_device_ids: tuple[int, ...] | None = None
   detail: str = ''
   initialize: bool = False  # whether jax.distributed.initialize() is (to be) called
+  passed: tuple[str, ...] = EXPLICIT_FIELDS  # fields given to JAX; the others it detects itself
 
   def initialize_kwargs(self) -> dict[str, Any]:
     """Arguments for jax.distributed.initialize: explicit where known, JAX's detection otherwise."""
-    kwargs = {k: getattr(self, k) for k in EXPLICIT_FIELDS if getattr(self, k) is not None}
+    kwargs = {k: getattr(self, k) for k in self.passed if getattr(self, k) is not None}
     if self.local_device_ids is not None:
       kwargs['local_device_ids'] = list(self.local_device_ids)
     if len([k for k in EXPLICIT_FIELDS if k in kwargs]) == 3:
@@ -139,12 +140,14 @@ def detect(dist: ml_collections.ConfigDict | Mapping[str, Any], env: Mapping[str
                     detail=f'inside {found.launcher}' if found else '')
   elif found:
     launch = dataclasses.replace(found, **explicit)
+    if found.launcher == 'tpu':
+      launch = dataclasses.replace(launch, passed=tuple(explicit))
   elif explicit:
     missing = ', '.join(f'distributed.{k}' for k in EXPLICIT_FIELDS if k not in explicit)
     given = ', '.join(f'distributed.{k}={v!r}' for k, v in explicit.items())
     raise ValueError(f'{given} needs {missing} too (or a launcher that provides them: srun, a TPU pod)')
   elif wanted:
-    launch = Launch('auto', None, None, detail="JAX's own cluster detection")
+    launch = Launch('auto', None, None, detail="JAX's own cluster detection", passed=())
   else:
     return Launch('none')
   n, i = launch.num_processes, launch.process_id

@@ -47,8 +47,9 @@ def finetune_config(digits_dir, base: str, **changes):
   return config
 
 
-def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir, tmp_path, caplog):
-  """5 of the 10 digits from a 10-class checkpoint: head replaced, everything else loaded, loss falls."""
+def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir, tmp_path, caplog, monkeypatch):
+  """5 of the 10 digits from a 10-class checkpoint: head replaced, everything else loaded, loss
+  falls; resuming the run later does not load init_from again."""
   config = finetune_config(digits_dir, base_workdir, finetune__freeze_backbone_steps=5, optim__lr=0.8)
   with caplog.at_level(logging.INFO):
     result = train_lib.train_and_evaluate(config, str(tmp_path))
@@ -67,15 +68,10 @@ def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir
   assert result['num_examples'] == 181  # the 0-4 digits of the test split
   assert result['top1'] > 0.4, result  # five classes: chance is 0.2
 
-
-def test_resumed_run_does_not_reload_init_from(digits_dir, base_workdir, tmp_path, monkeypatch):
-  config = finetune_config(digits_dir, base_workdir, train__num_steps=4, train__checkpoint_every_steps=4)
-  train_lib.train_and_evaluate(config, str(tmp_path))
   calls = []
   monkeypatch.setattr(finetune, 'initialise', lambda *a, **k: calls.append(a))
-  config.train.num_steps = 6
-  assert train_lib.train_and_evaluate(config, str(tmp_path))['step'] == 6
-  assert calls == []
+  config.train.num_steps = 22
+  assert train_lib.train_and_evaluate(config, str(tmp_path))['step'] == 22 and calls == []
 
 
 def _fresh(digits_dir, base_workdir, **changes):
@@ -119,7 +115,7 @@ def test_merge_is_explicit():
     finetune.merge(target, {'params/z/kernel': np.ones(1)})
 
 
-def test_init_from_timm_weights_file(digits_dir, tmp_path):
+def test_init_from_timm_weights_file(tmp_path):
   """A timm .safetensors for the configured model, through the converter (num_classes 1000 -> 10)."""
   import importlib.util
   import pathlib
@@ -130,17 +126,18 @@ def test_init_from_timm_weights_file(digits_dir, tmp_path):
   path = str(tmp_path / 'model.safetensors')
   safetensors.numpy.save_file(weights.make_state_dict(json.loads((golden / 'keys' / 'legacy_seresnet18.json').read_text())),
                               path)
-  config = tiny_digits(digits_dir)
-  config.model.name = 'legacy_seresnet18'
-  config.data.image_size = config.data.eval_resize = 8
-  config.init_from = path
-  config.init_skip = ('stem_conv1/*',)  # RGB weights, one-channel digits
-  state, report = finetune.initialise(config, train_lib.build_experiment(config).state)
+  source, description = finetune.load_source(path, 'legacy_seresnet18')
+  assert description == f'timm legacy_seresnet18 weights {path}'
+  np.testing.assert_array_equal(source['params/layer1_0/conv1/kernel'],
+                                safetensors.numpy.load_file(path)['layer1.0.conv1.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(source['batch_stats/layer4_1/bn2/var'],
+                                safetensors.numpy.load_file(path)['layer4.1.bn2.running_var'])
+  # Into a 10-class model of one-channel images: head replaced, the RGB stem skipped.
+  target = dict(source, **{'params/fc/kernel': np.zeros((512, 10)), 'params/fc/bias': np.zeros(10),
+                           'params/stem_conv1/kernel': np.zeros((7, 7, 1, 64))})
+  _, report = finetune.merge(target, source, skip=('stem_conv1/*',))
   assert sorted(report['head']) == ['params/fc/bias', 'params/fc/kernel']
-  assert report['skipped'] == ['params/stem_conv1/kernel'] and len(report['initialised']) == 2
-  np.testing.assert_array_equal(
-      state.params['layer1_0']['conv1']['kernel'],
-      safetensors.numpy.load_file(path)['layer1.0.conv1.weight'].transpose(2, 3, 1, 0))
+  assert report['skipped'] == ['params/stem_conv1/kernel'] and len(report['loaded']) == len(source) - 3
 
 
 BAD = [  # (field, value, message)
@@ -171,6 +168,7 @@ def test_frozen_bn_train_step_uses_running_statistics(digits_dir):
   """One step with finetune.freeze_bn_stats: batch_stats unchanged, logits as in eval mode."""
   config = tiny_digits(digits_dir)
   config.finetune.freeze_bn_stats = True
+  config.schedule.warmup_epochs = 0.0  # a non-zero lr at step 0
   config.num_devices = 1
   exp = train_lib.build_experiment(config)
   rng = np.random.default_rng(0)
@@ -193,7 +191,32 @@ def test_frozen_bn_train_step_uses_running_statistics(digits_dir):
   expected = float(np.mean(jax.nn.logsumexp(eval_logits, -1) - eval_logits[np.arange(32), batch['label']]))
   assert float(metrics['loss']) == pytest.approx(expected, rel=1e-5)
 
-  config.finetune.freeze_bn_stats = False
-  moving_step = steps.make_train_step(exp.model, config, 10, exp.mesh, exp.lr_fn)
-  moved, _ = moving_step(exp.state.replace(batch_stats=stats), steps.to_global(batch, sharding))
-  assert not np.array_equal(jax.tree.leaves(before)[0], np.asarray(jax.tree.leaves(moved.batch_stats)[0]))
+
+
+def test_backbone_lr_multiplier_and_freeze():
+  """Head at lr, backbone at lr * 0.1 and not at all (no momentum, no decay) in the first 3 steps."""
+  import optax
+  from configs import default
+  from se_flax import optim
+  params = {'conv': {'kernel': jnp.ones((2, 2))}, 'fc': {'kernel': jnp.ones((2, 3))}}
+  grads = jax.tree.map(jnp.ones_like, params)
+
+  def run(multiplier, frozen, n=5):
+    config = default.get_config()
+    config.optim.name, config.optim.weight_decay = 'sgd', 0.0
+    config.finetune.update(backbone_lr_multiplier=multiplier, freeze_backbone_steps=frozen)
+    tx = optim.create_optimizer(config, optax.constant_schedule(0.5))
+    state, p, trace = tx.init(params), params, []
+    for _ in range(n):
+      updates, state = tx.update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+      trace.append((float(p['conv']['kernel'][0, 0]), float(p['fc']['kernel'][0, 0])))
+    return trace
+
+  plain = run(1.0, 0)
+  scaled = run(0.1, 3)
+  assert [h for _, h in scaled] == [h for _, h in plain]  # the head as without fine-tuning options
+  assert [b for b, _ in scaled[:3]] == [1.0, 1.0, 1.0]
+  # Step 4 is the backbone's first update: lr 0.05, momentum starting from zero.
+  assert scaled[3][0] == pytest.approx(1.0 - 0.1 * (1.0 - plain[0][0]))
+  assert run(0.0, 0)[-1][0] == 1.0

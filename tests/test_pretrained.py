@@ -189,3 +189,28 @@ def test_preprocessing_maps_to_data_fields():
   assert (train['image_size'], train['eval_resize'], train['eval_interpolation']) == (176, 201, 'bilinear')
   assert pretrained.data_fields(pretrained.eval_preprocessing('resnet34.ra4_e3600_r224_in1k'))['mean'] == (127.5,) * 3
   assert '81.28%' in pretrained.reference_line(HUB_TAG) and '288 px' in pretrained.reference_line(HUB_TAG)
+
+
+def test_evaluate_a_tag_with_its_preprocessing(weights_file, offline_hub, tmp_path):
+  """eval.py --pretrained=TAG: the tag's resolution, crop, interpolation and mean/std, and its reference."""
+  from configs import imagenet as imagenet_config
+  from se_flax import evaluation
+  from se_flax.data import input_pipeline
+  import tfds_mocks
+  tag = 'legacy_seresnet18.in1k'
+  local = pathlib.Path(pretrained.local_dir()) / f'{tag}.safetensors'
+  local.parent.mkdir(parents=True)
+  local.write_bytes(pathlib.Path(weights_file).read_bytes())
+  config = imagenet_config.get_config()
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.eval.global_batch_size = 8
+  with tfds_mocks.mock_tfds('imagenet2012', 8, config.data.data_dir):
+    result = evaluation.evaluate_pretrained(config, tag)
+    batch = next(input_pipeline.eval_iterator(config.data, global_batch_size=8))
+  assert (config.data.image_size, config.data.eval_resize, config.data.eval_interpolation) == (224, 256, 'bicubic')
+  assert config.data.eval_antialias and result['reference_top1'] == pytest.approx(71.766)
+  assert batch['image'].shape == (8, 224, 224, 3)
+  module, variables = convert.from_timm(NAME, convert.load_safetensors(weights_file))
+  logits = np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, batch['image']))
+  assert result['top1'] == pytest.approx(np.mean(np.argmax(logits, -1) == batch['label']), abs=1e-9)
+  assert result['num_examples'] == 8 and result['tag'] == tag
