@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Callable
 
-import flax.linen as nn
 from flax.training import train_state
 import jax
 from jax.sharding import NamedSharding
@@ -54,6 +53,8 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name:
                    axis_name=axis_name if config.model.sync_batch_norm else None)
   if config.model.drop_rate is not None:
     overrides['drop_rate'] = config.model.drop_rate
+  if config.get('finetune') is not None and config.finetune.freeze_bn_stats:
+    overrides['frozen_batch_norm'] = True  # running statistics kept as loaded
   return models.create(config.model.name, **se_overrides(config), **overrides)
 
 
@@ -87,37 +88,21 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
     return jax.jit(init, out_shardings=shardings)()
 
 
-def _frozen_batch_norm(next_fun, args, kwargs, context):
-  """Method interceptor: every BatchNorm runs in inference mode (running statistics, left as they
-  are) while the rest of the network (dropout) stays in training mode."""
-  module = context.module
-  if isinstance(module, nn.BatchNorm) and context.method_name == '__call__' and not module.use_running_average:
-    return module.clone(parent=None, use_running_average=True).apply(module.variables, *args, **kwargs)
-  return next_fun(*args, **kwargs)
-
-
 def _train_step(state: TrainState, batch: dict, *, model, num_classes: int, label_smoothing: float,
-                sync_bn: bool, lr_fn: optax.Schedule, freeze_bn: bool = False) -> tuple[TrainState, dict]:
-  """One SGD step on this device's shard of the global batch (BatchNorm frozen with `freeze_bn`)."""
+                sync_bn: bool, lr_fn: optax.Schedule) -> tuple[TrainState, dict]:
+  """One SGD step on this device's shard of the global batch."""
   step_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS))
 
   def loss_fn(params):
-    variables = {'params': params, 'batch_stats': state.batch_stats}
-    if freeze_bn:
-      with nn.intercept_methods(_frozen_batch_norm):
-        logits = model.apply(variables, batch['image'], train=True, rngs={'dropout': step_rng})
-      new_stats = state.batch_stats
-    else:
-      logits, updates = model.apply(variables, batch['image'], train=True, mutable=['batch_stats'],
-                                    rngs={'dropout': step_rng})
-      new_stats = updates['batch_stats']
+    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+                                  train=True, mutable=['batch_stats'], rngs={'dropout': step_rng})
     loss = optim.cross_entropy(logits, batch['label'], num_classes, label_smoothing).mean()
-    return loss, (logits, new_stats)
+    return loss, (logits, updates['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
   loss = jax.lax.pmean(loss, AXIS)
-  if not sync_bn and not freeze_bn:  # keep the replicated statistics identical across devices
+  if not sync_bn:  # keep the replicated statistics identical across devices
     batch_stats = jax.lax.pmean(batch_stats, AXIS)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -135,8 +120,7 @@ def _train_step(state: TrainState, batch: dict, *, model, num_classes: int, labe
 def make_train_step(model, config, num_classes: int, mesh, lr_fn) -> Callable:
   step = functools.partial(_train_step, model=model, num_classes=num_classes,
                            label_smoothing=config.optim.label_smoothing,
-                           sync_bn=config.model.sync_batch_norm, lr_fn=lr_fn,
-                           freeze_bn=bool(config.get('finetune', {}).get('freeze_bn_stats', False)))
+                           sync_bn=config.model.sync_batch_norm, lr_fn=lr_fn)
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=False)
   return jax.jit(sharded, donate_argnums=0)
 

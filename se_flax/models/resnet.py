@@ -199,6 +199,8 @@ class ResNet(nn.Module):
     drop_rate: dropout before the classifier.
     zero_init_last_bn: start each residual branch's last BN scale at zero (post-act blocks).
     axis_name: mesh axis over which BatchNorm statistics are averaged in training.
+    frozen_batch_norm: BatchNorm always normalises with (and keeps) its running statistics, also
+      in training (fine-tuning on small batches); dropout still follows `train`.
   """
 
   stage_sizes: Sequence[int]
@@ -222,6 +224,7 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   axis_name: str | None = None
+  frozen_batch_norm: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -244,7 +247,8 @@ class ResNet(nn.Module):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                              conv_general_dilated=layers.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
+                             momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, axis_name=self.axis_name, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     preact = self.block.startswith('preact')
