@@ -25,6 +25,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from se_flax import cli
+
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint holds a different model (keys or shapes) than the config builds."""
@@ -32,9 +34,8 @@ class CheckpointMismatchError(ValueError):
 
 def workdir_path(workdir: str | os.PathLike) -> epath.Path:
   """A workdir as a path: URLs (gs://...) as given, 'file://' stripped, local paths made absolute."""
-  workdir = os.fspath(workdir)
-  workdir = workdir[len('file://'):] if workdir.startswith('file://') else workdir
-  return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
+  workdir = cli.resolve_workdir(os.fspath(workdir))
+  return epath.Path(workdir if cli.is_url(workdir) else os.path.abspath(workdir))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -42,7 +43,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   object store (gs://) creates an object only when its upload completes, so it is written directly."""
   path = workdir_path(path)
   text = json.dumps(obj, indent=1)
-  if '://' in os.fspath(path):
+  if cli.is_url(path):
     path.write_text(text)
     return
   tmp = path.with_name(path.name + '.tmp')

@@ -11,6 +11,8 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 
+from se_flax import cli
+
 NONFINITE_MODES = ('stop', 'skip')
 
 
@@ -39,7 +41,7 @@ class WorkdirLock:
   def __enter__(self) -> 'WorkdirLock':
     if jax.process_index() != 0:
       return self
-    if '://' in self.path:
+    if cli.is_url(self.path):
       logging.warning('workdir %s is not local: it is not locked against a second run at the same time',
                       os.path.dirname(self.path))
       return self

@@ -204,8 +204,8 @@ def test_sbatch_2x2_matches_1x4_and_resumes_after_scancel_term(slurm, digits_dir
   with cli_runs.Run(['train.py', *train_args(one, digits_dir)], num_devices=4, name='1x4') as reference:
     # scripts/slurm/train.sbatch: srun starts 2 tasks on 1 node; the workdir is given as a file:// URL.
     job = slurm.sbatch('--nodes=1', '--ntasks-per-node=2', '--gpus-per-node=0', '--cpus-per-task=1',
-                       f'--output={log}', 'scripts/slurm/train.sbatch', *train_args(f'file://{pre}', digits_dir),
-                       env=env)
+                       f'--output={log}', 'scripts/slurm/train.sbatch',
+                       *train_args(f'file://{pre}', digits_dir), env=env)
     wait_for(f'both tasks of job {job}', lambda: process_pids(log, 0) and process_pids(log, 1), log=log)
     tasks = process_pids(log, 0) + process_pids(log, 1)
     wait_for(f'step {TERM_AT} of job {job}', lambda: re.search(rf'\] step {TERM_AT}/', read(log)), log=log,
