@@ -16,7 +16,7 @@ from se_flax import train_lib
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
                         split: str | None = None) -> dict[str, Any]:
   """Restore `step` (default: latest) of `workdir` and evaluate it on every example of `split`."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not (checkpointing.workdir_path(workdir) / 'checkpoints').is_dir():
     raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
   exp = train_lib.build_experiment(config)
   manager = checkpointing.create_manager(workdir, config, read_only=True)
@@ -27,7 +27,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
       {'params': state.params, 'batch_stats': state.batch_stats}, data_config=config.data, split=split,
       global_batch_size=config.eval.global_batch_size, mesh=exp.mesh)
   return {**metrics, 'step': int(state.step), 'split': split,
-          'source': os.path.join(workdir, 'checkpoints', str(int(state.step)))}
+          'source': str(checkpointing.workdir_path(workdir) / 'checkpoints' / str(int(state.step)))}
 
 
 def evaluate_timm(config: ml_collections.ConfigDict, timm_model: str, weights: str, *,

@@ -88,7 +88,9 @@ def assert_logs_only_on_process_0(workdir: str, runs: list[Run]) -> None:
   assert os.path.exists(os.path.join(workdir, 'final_eval.json'))
   assert os.listdir(workdir + '_p1') == ['checkpoints'], os.listdir(workdir + '_p1')
   # Both processes computed (and printed) the same final evaluation.
-  assert json.loads(runs[0].stdout[-1]) == json.loads(runs[1].stdout[-1])
+  timing = ('train_img_per_sec',)  # each process times its own loop
+  results = [{k: v for k, v in json.loads(r.stdout[-1]).items() if k not in timing} for r in runs]
+  assert results[0] == results[1] and 'top1' in results[0]
 
 
 @pytest.mark.slow
