@@ -164,7 +164,8 @@ def test_sigkill_at_any_moment_then_resume_is_bitwise_equal(digits_dir, tmp_path
   assert_states_equal(cli_runs.read_state(chained), want)
   # The evaluation of the restored final state (the last rerun had nothing left to train) is the
   # uninterrupted run's, and both runs printed it as their last stdout line.
-  result = json.load(open(os.path.join(chained, 'final_eval.json')))
-  expected = json.load(open(os.path.join(straight, 'final_eval.json')))
-  assert result == expected
-  assert json.loads(final.stdout[-1]) == json.loads(reference.stdout[-1]) == expected
+  untimed = lambda r: {k: v for k, v in r.items() if k != 'train_img_per_sec'}  # each run times itself
+  result = untimed(json.load(open(os.path.join(chained, 'final_eval.json'))))
+  expected = untimed(json.load(open(os.path.join(straight, 'final_eval.json'))))
+  assert result == expected and 'top1' in expected
+  assert untimed(json.loads(final.stdout[-1])) == untimed(json.loads(reference.stdout[-1])) == expected

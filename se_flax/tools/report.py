@@ -155,6 +155,8 @@ def write_markdown(rows: list[dict], manifest: dict, members: list[dict], path: 
   lines.append('')
   if has_paper:
     lines += [f'† {PAPER_NOTE}.', '']
+  lines += ['Train img/s: each run\'s own figure after its first (compiling) step, evaluation excluded; '
+            'runs that share a machine with other work slow down, so compare them only on a quiet one.', '']
   lines += ['Per seed (top-1 %):', '']
   for r in rows:
     lines.append(f'- {r["setting"]}: ' + (', '.join(f'{v:.2f}' for v in r['top1_seeds']) or 'none finished'))
@@ -181,6 +183,7 @@ def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   rows = [r for r in rows if r['n']]
   axis_key = numeric_axis(manifest, rows)
@@ -205,9 +208,10 @@ def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
     ax.set_ylabel('test top-1 accuracy (%)')
     if all(r['params'] for r in pts):
       ax2 = ax.twinx()
-      ax2.plot(x, [r['params'] for r in pts], 's:', color='C1', label='parameters')
+      ax2.plot(x, [r['params'] for r in pts], 's:', color='C1', label='parameters with SE')
       if base and base['params']:
-        ax2.axhline(base['params'], color='C1', ls=':', alpha=0.5)
+        ax2.axhline(base['params'], color='C1', ls=':', alpha=0.5, label='parameters without SE')
+      ax2.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter('{x:,.0f}'))
       ax2.set_ylabel('parameters (count)', color='C1')
       ax2.tick_params(axis='y', colors='C1')
       handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
