@@ -9,8 +9,8 @@ Command:   python train.py                                  # the source: workdi
            (another source: --config.init_from=DIR | TAG | hf-hub:timm/TAG | FILE.safetensors)
 Hardware:  any CPU; 2 cores are enough.
 Data:      the digits 0-4 of scikit-learn's digits (data.keep_labels), relabelled 0..4.
-Expected:  >= 97% test top-1 on the 5 classes in under a minute on a 2-core CPU (README gives the
-           measured figure).
+Expected:  99.45% test top-1 on the 181 test digits 0-4 (40 steps; 1 min 53 s wall on a loaded
+           2-core CPU, start-up and compilation included).
 Arg:       the model name, which must be the source's (default seresnet20_cifar).
 """
 

@@ -53,7 +53,7 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name:
                    axis_name=axis_name if config.model.sync_batch_norm else None)
   if config.model.drop_rate is not None:
     overrides['drop_rate'] = config.model.drop_rate
-  if config.get('finetune') is not None and config.finetune.freeze_bn_stats:
+  if getattr(getattr(config, 'finetune', None), 'freeze_bn_stats', False):
     overrides['frozen_batch_norm'] = True  # running statistics kept as loaded
   return models.create(config.model.name, **se_overrides(config), **overrides)
 
