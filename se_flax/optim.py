@@ -96,7 +96,7 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -
   freeze_backbone_steps > 0, the head (finetune.head globs) and the backbone get separate
   optimisers (optax.multi_transform): the backbone's learning rate is lr * multiplier, and it is
   not updated at all during the first freeze_backbone_steps steps."""
-  ft = config.get('finetune')
+  ft = getattr(config, 'finetune', None)  # plain-namespace configs (tools/benchmark.py) have none
   multiplier = 1.0 if ft is None else float(ft.backbone_lr_multiplier)
   frozen = 0 if ft is None else int(ft.freeze_backbone_steps)
   if multiplier == 1.0 and frozen == 0:
