@@ -163,6 +163,19 @@ def from_timm(timm_name: str, state_dict: Mapping[str, Any], **overrides) -> tup
   return module, traverse_util.unflatten_dict(flat)
 
 
+def timm_shapes(timm_name: str, shapes: Mapping[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Flat flax shapes ('params/fc/kernel') that `from_timm` gives for a state dict with these
+  `shapes` (anything with `.shape`, e.g. a safetensors header), fit-checked as there; no arrays."""
+  _check_name(timm_name)
+  head = 'last_linear.weight' if timm_name.startswith('legacy_') else 'fc.weight'
+  overrides = {'num_classes': int(shapes[head].shape[0])} if head in shapes else {}
+  module = models.create(timm_name, **overrides)
+  init = functools.partial(module.init, train=False)
+  variables = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  _check_fit(timm_name, timm_key_map(timm_name, module, variables), shapes)
+  return {'/'.join(k): v for k, v in traverse_util.flatten_dict(variables).items()}
+
+
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """A .safetensors checkpoint as numpy arrays (no torch needed)."""
   return safetensors.numpy.load_file(os.fspath(path))

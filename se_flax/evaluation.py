@@ -11,6 +11,7 @@ import ml_collections
 from se_flax import checkpointing
 from se_flax import steps
 from se_flax import train_lib
+from se_flax.data import input_pipeline
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
@@ -57,7 +58,14 @@ def evaluate_pretrained(config: ml_collections.ConfigDict, pretrained: Any, *, n
       config.data.update(fields)
     extra = {'tag': source.tag, 'reference_top1': pretrained_lib.get(source.tag).top1,
              'reference': pretrained_lib.reference_line(source.tag), 'preprocessing': fields}
+  if config.model.dtype not in steps.DTYPES:
+    raise ValueError(f'model.dtype={config.model.dtype!r} is not one of {", ".join(steps.DTYPES)}')
   module, variables = convert.load_pretrained(pretrained, name, dtype=steps.DTYPES[config.model.dtype])
+  classes = input_pipeline.num_classes(config.data)
+  if module.num_classes != classes:
+    raise ValueError(f'weights {source.describe()!r} predict {module.num_classes} classes but dataset '
+                     f'{config.data.name!r} has {classes}: evaluate them on a dataset with their classes '
+                     '(e.g. --config=configs/imagenet.py for ImageNet-1k weights)')
   mesh = steps.create_mesh(config)
   variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   split = split or config.data.eval_split

@@ -68,15 +68,20 @@ def _checkpoint_dir(path: str) -> str:
   return os.path.join(ckpts, str(steps[0]))
 
 
-def read_checkpoint(path: str) -> dict[str, np.ndarray]:
-  """params and batch_stats of a workdir's newest checkpoint (or of checkpoints/<step>), flat,
-  as host numpy arrays: independent of the device layout that saved them."""
+def _checkpoint_metadata(path: str):
+  """(checkpointer, state item directory, metadata tree) of a workdir's newest checkpoint."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   item = os.path.join(os.path.abspath(_checkpoint_dir(path)), 'state')
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(item)
   tree = getattr(metadata, 'item_metadata', metadata)
-  tree = getattr(tree, 'tree', tree)
+  return checkpointer, item, getattr(tree, 'tree', tree)
+
+
+def read_checkpoint(path: str) -> dict[str, np.ndarray]:
+  """params and batch_stats of a workdir's newest checkpoint (or of checkpoints/<step>), flat,
+  as host numpy arrays: independent of the device layout that saved them."""
+  checkpointer, item, tree = _checkpoint_metadata(path)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree,
                                   is_leaf=lambda m: hasattr(m, 'shape'))
@@ -92,13 +97,42 @@ def load_source(init_from: str, model_name: str, cache_dir: str | None = None) -
       raise FileNotFoundError(f'init_from={init_from!r} is a directory without checkpoints/ '
                               '(an se_flax workdir or one of its checkpoints/<step> directories)')
     return read_checkpoint(init_from), f'se_flax checkpoint {_checkpoint_dir(init_from)}'
-  source = pretrained.resolve(init_from, model_name if _is_file(init_from) else None)
+  source = pretrained.resolve(init_from, _name_for(init_from, model_name))
   _, variables = convert.from_timm(source.name, pretrained.load_state_dict(source, cache_dir))
   return {k: np.asarray(v) for k, v in flatten(variables).items()}, f'timm {source.name} weights {source.describe()}'
 
 
+def source_shapes(init_from: str, model_name: str, cache_dir: str | None = None) -> dict[str, Any] | None:
+  """Flat {key: ShapeDtypeStruct} of what `load_source` would give, reading no array (orbax
+  metadata, safetensors header); None when the weights are not on this machine (a download)."""
+  if os.path.isdir(init_from):
+    _, _, tree = _checkpoint_metadata(init_from)
+    keep = {k: tree[k] for k in ('params', 'batch_stats') if k in tree}
+    return {k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for k, v in flatten(keep).items()}
+  source = pretrained.resolve(init_from, _name_for(init_from, model_name))
+  path = pretrained.local_path(source, cache_dir)
+  if path is None:
+    return None
+  import safetensors  # pylint: disable=import-outside-toplevel
+  with safetensors.safe_open(path, framework='numpy') as f:
+    header = {k: jax.ShapeDtypeStruct(tuple(f.get_slice(k).get_shape()), np.float32) for k in f.keys()}
+  return convert.timm_shapes(source.name, header)
+
+
 def _is_file(init_from: str) -> bool:
   return init_from.endswith('.safetensors') or os.path.isfile(init_from)
+
+
+def _name_for(init_from: str, model_name: str) -> str | None:
+  """The model name `pretrained.resolve` is given: a file, or a hub id outside the tag table whose
+  repo name is no timm model name, holds model.name's weights; a tag names its own model."""
+  if _is_file(init_from):
+    return model_name
+  if init_from.startswith(pretrained.HUB_PREFIX):
+    tag = init_from[len(pretrained.HUB_PREFIX):].split('/', 1)[-1]
+    if tag not in pretrained.TAGS and tag.split('.', 1)[0] not in convert.TIMM_NAMES:
+      return model_name
+  return None
 
 
 def merge(target: Mapping[str, Any], source: Mapping[str, Any], skip=(), head=('fc/*',)) -> tuple[dict, dict]:
@@ -194,8 +228,15 @@ def variable_shapes(model, image_shape) -> dict[str, Any]:
 
 
 def validate(config, model=None, image_shape=None) -> None:
-  """One-line errors for init_from / init_skip / finetune fields, before the workdir is touched;
-  with `model` and `image_shape`, also that every init_skip and head glob names a variable."""
+  """One-line errors for init_from / init_skip / finetune fields, before the workdir is touched.
+
+  init_from: a tag's syntax, a file's or workdir checkpoint's existence, a PyTorch-only tag's
+  converted file. With `model` and `image_shape`, also that every init_skip and head glob names a
+  variable and, where the source is on this machine (a workdir, a file, a cached or converted
+  tag: shapes read from orbax metadata or the safetensors header, no arrays), that it loads into
+  the model (`merge`'s shape check); a tag still to be downloaded is checked when it is loaded.
+  A resumed run is validated alike, so its init_from must still exist.
+  """
   init_from, skip, ft = config.init_from, config.init_skip, config.finetune
   if not isinstance(init_from, str):
     raise ValueError(f'init_from={init_from!r} must be a string')
@@ -215,12 +256,23 @@ def validate(config, model=None, image_shape=None) -> None:
   if init_from:
     _validate_source(init_from, config.model.name)
   if model is not None and (init_from or ft.backbone_lr_multiplier != 1 or ft.freeze_backbone_steps):
-    keys = list(variable_shapes(model, image_shape))
+    target = variable_shapes(model, image_shape)
+    keys = list(target)
     for field, patterns in (('init_skip', skip), ('finetune.head', ft.head)):
       for p in patterns:
         if not any(matches(k, (p,)) for k in keys):
           raise ValueError(f'{field} glob {p!r} matches no variable of {config.model.name} (paths look like '
                            f'{_path(keys[0])}, {_path(keys[-1])})')
+    if init_from:  # the shape check of the load itself, on shapes only, before the workdir is touched
+      try:
+        shapes = source_shapes(init_from, config.model.name)
+      except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f'init_from={init_from!r}: {" ".join(str(e).split())}') from None
+      if shapes is not None:
+        try:
+          merge(target, shapes, tuple(skip), tuple(ft.head))
+        except InitFromMismatchError as e:
+          raise InitFromMismatchError(f'init_from={init_from!r}: {e}') from None
 
 
 def _validate_source(init_from: str, model_name: str) -> None:
@@ -232,10 +284,13 @@ def _validate_source(init_from: str, model_name: str) -> None:
     return
   if os.sep in init_from and not init_from.startswith(pretrained.HUB_PREFIX) and not os.path.exists(init_from):
     raise ValueError(f'init_from={init_from!r}: no such workdir or file')
-  if _is_file(init_from) and model_name not in convert.TIMM_NAMES:
-    raise ValueError(f'init_from file {init_from!r} is read as timm weights of model.name={model_name!r}, which '
+  name = _name_for(init_from, model_name)
+  if name is not None and model_name not in convert.TIMM_NAMES:
+    raise ValueError(f'init_from={init_from!r} is read as timm weights of model.name={model_name!r}, which '
                      f'has no timm converter; timm names: {", ".join(convert.TIMM_NAMES)}')
   try:
-    pretrained.resolve(init_from, model_name if _is_file(init_from) else None)
+    source = pretrained.resolve(init_from, name)
+    if source.hub_id is None and source.path is None:  # a PyTorch-only tag must be converted by hand
+      pretrained.fetch(source)
   except (ValueError, FileNotFoundError) as e:
     raise ValueError(f'init_from={init_from!r}: {e}') from None

@@ -5,8 +5,9 @@
 
 A sweep file (configs/sweeps/*.py) defines `get_sweep(config[, arg])` returning such a list for
 the base config it is given, so one sweep runs on digits, CIFAR or ImageNet alike. It may also
-define `PAPER`, a dict from a setting's name (`setting_name(overrides)`) to the paper's figures,
-which reports print beside the measured ones.
+define `get_paper(config)`, a list of (match, figures) pairs: `match` is a dict of overrides (e.g.
+`{'model.se.reduction': 16}`), `figures` the paper's `top1_err`, `top5_err` (%) and `params_m`
+for the settings that contain it, which reports print beside the measured ones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import ml_collections
 
 Overrides = dict[str, Any]
 SEED = 'seed'
+MAX_NAME_BYTES = 255  # a directory name's limit on common filesystems
 
 
 def _key(path: str) -> str:
@@ -81,12 +83,26 @@ def _merge_into(merged: Overrides, part: Overrides) -> None:
 # Names: a member's sub-workdir and a setting's row are named after the overrides that vary.
 
 
+_SAFE = frozenset('._+-')
+
+
+def _escape(text: str, extra: str = '') -> str:
+  """Letters, digits and `._+-` as they are; any other character (and those in `extra`) as %XX of
+  its UTF-8 bytes, so that different texts stay different ('a/b' -> 'a%2Fb', 'a_b' -> 'a_b')."""
+  return ''.join(c if (c.isascii() and c.isalnum() or c in _SAFE) and c not in extra
+                 else ''.join(f'%{b:02X}' for b in c.encode()) for c in text)
+
+
 def format_value(value: Any) -> str:
-  """A short, filesystem-safe spelling: 8, 0.1, tanh, False, T-F-F-T (a tuple of booleans)."""
+  """A short, filesystem-safe spelling: 8, 0.1, tanh, False, T-F-F-T (a tuple of booleans).
+
+  Different values of one type get different spellings: characters other than letters, digits and
+  `._+-` become %XX, and a '-' inside a tuple element (a negative number, a nested tuple) %2D.
+  """
   if isinstance(value, (tuple, list)):
-    return '-'.join(('T' if x else 'F') if isinstance(x, bool) else format_value(x) for x in value)
-  text = str(value)
-  return ''.join(c if c.isalnum() or c in '._+-' else '_' for c in text)
+    return '-'.join(('T' if x else 'F') if isinstance(x, bool) else _escape(format_value(x), '-')
+                    for x in value)
+  return _escape(str(value))
 
 
 def _short_keys(keys: Iterable[str]) -> dict[str, str]:
@@ -115,9 +131,17 @@ def member_names(members: Sequence[Overrides]) -> list[str]:
   short = _short_keys(keys)
   names = [','.join(f'{short[k]}={format_value(m[k])}' for k in keys if k in m) or 'base'
            for m in members]
-  dupes = sorted({n for n in names if names.count(n) > 1})
-  if dupes:
-    raise ValueError(f'sweep members share a name (the same overrides twice?): {", ".join(dupes)}')
+  first: dict[str, int] = {}
+  for i, name in enumerate(names):
+    j = first.setdefault(name, i)
+    if j != i:
+      same = 'the same overrides twice' if members[i] == members[j] else 'values spelled alike'
+      raise ValueError(f'sweep members {j} and {i} share the name {name!r} ({same}: {members[j]} and '
+                       f'{members[i]}); every member needs its own workdir')
+  too_long = [n for n in names if len(n.encode()) > MAX_NAME_BYTES]
+  if too_long:
+    raise ValueError(f'sweep member name {too_long[0][:60]}... is {len(too_long[0].encode())} bytes, more '
+                     f'than a directory name may have ({MAX_NAME_BYTES}); sweep fewer fields at once')
   return names
 
 
@@ -149,6 +173,9 @@ def load_sweep(spec: str, config: ml_collections.ConfigDict):
   path, _, arg = spec.partition(':')
   module = load_module(path)
   members = module.get_sweep(config, arg) if arg else module.get_sweep(config)
+  if not isinstance(members, (list, tuple)) or not all(isinstance(m, dict) for m in members):
+    raise ValueError(f'get_sweep of {path!r} must return a list of override dicts (e.g. from hyper.sweep '
+                     f'and hyper.product), got {type(members).__name__}')
   members = [{_key(k): v for k, v in m.items()} for m in members]
   if not members:
     raise ValueError(f'sweep {spec!r} has no members')

@@ -14,10 +14,10 @@ once, before any computation, and every process runs the same program on its own
 - `auto`: `config.distributed.initialize=True` and nothing above: JAX's other detectors (Open MPI,
   Kubernetes, ...).
 
-Local devices under SLURM: one task per node (process per host), or GPUs bound to each task by
-`--gpus-per-task`, use every device the process sees; several tasks per node that all see the
-node's GPUs each drive the one at index `SLURM_LOCALID` (JAX's convention). `JAX_LOCAL_DEVICE_IDS`
-overrides both. A batch script's own shell is not a job step: `python train.py` there runs one
+Local devices under SLURM: one task per node (process per host), or GPUs bound to each task (by
+`--gpus-per-task`, or `--gpu-bind` leaving a task fewer visible GPUs than the node has tasks), use
+every device the process sees; several tasks per node that all see the node's GPUs each drive the
+one at index `SLURM_LOCALID` (JAX's convention). `JAX_LOCAL_DEVICE_IDS` overrides both. A batch script's own shell is not a job step: `python train.py` there runs one
 process; start the processes with `srun`.
 
 `config.distributed.initialize`: None (default) initializes whenever the launcher implies more than
@@ -74,9 +74,20 @@ class Launch:
 
 
 def first_host(nodelist: str) -> str:
-  """'node[001-004,9],gpu7' -> 'node001': the first host of a SLURM node list (as JAX reads it)."""
-  m = re.match(r'([^,\[]*)(\[([^\],\-]*))?', nodelist)
-  return m.group(1) + (m.group(3) or '')
+  """The first host of a SLURM node list: 'node[001-004,9],gpu7' -> 'node001', 'node[7]' -> 'node7',
+  'rack[2-3]-n[05-06]' -> 'rack2-n05' (each bracket's first number, the text around it kept)."""
+  host, rest = '', nodelist.strip()
+  while rest and rest[0] != ',':
+    if rest[0] == '[':
+      inner, sep, rest = rest[1:].partition(']')
+      if not sep:
+        raise ValueError(f'cannot read SLURM node list {nodelist!r} (unclosed bracket)')
+      host += re.split(r'[,-]', inner, maxsplit=1)[0]
+    else:
+      host, rest = host + rest[0], rest[1:]
+  if not host:
+    raise ValueError(f'cannot read SLURM node list {nodelist!r}')
+  return host
 
 
 def tasks_on_node(tasks_per_node: str, node_id: int) -> int:
@@ -99,12 +110,22 @@ def _slurm(env: Mapping[str, str]) -> Launch | None:
   local_tasks = tasks_on_node(env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE')
                               or '1', int(env.get('SLURM_NODEID', 0)))
   local_ids = None  # every device the process sees
-  if local_tasks > 1 and 'SLURM_GPUS_PER_TASK' not in env and 'JAX_LOCAL_DEVICE_IDS' not in env:
+  if local_tasks > 1 and not _gpus_bound_to_task(env, local_tasks) and 'JAX_LOCAL_DEVICE_IDS' not in env:
     local_ids = (int(env.get('SLURM_LOCALID', 0)),)
   return Launch('slurm', num_processes, int(env['SLURM_PROCID']),
                 f'{first_host(env["SLURM_STEP_NODELIST"])}:{port}', local_ids,
                 f'job {job} step {step}, {env.get("SLURM_STEP_NUM_NODES", "?")} node(s), '
                 f'{local_tasks} task(s) on {env.get("SLURMD_NODENAME", socket.gethostname())}')
+
+
+def _gpus_bound_to_task(env: Mapping[str, str], local_tasks: int) -> bool:
+  """Whether SLURM gave each task its own GPUs: `--gpus-per-task` (SLURM_GPUS_PER_TASK, or gpu in
+  SLURM_TRES_PER_TASK), or a task that sees fewer GPUs than there are tasks on its node (--gpu-bind,
+  where index SLURM_LOCALID would not exist)."""
+  if 'SLURM_GPUS_PER_TASK' in env or 'gpu' in env.get('SLURM_TRES_PER_TASK', ''):
+    return True
+  visible = env.get('CUDA_VISIBLE_DEVICES') or env.get('ROCR_VISIBLE_DEVICES')
+  return bool(visible) and len([d for d in visible.split(',') if d.strip()]) < local_tasks
 
 
 def has_tpu_chips() -> bool:
@@ -234,7 +255,7 @@ def check_agreement(config: ml_collections.ConfigDict, validate: Callable[[Any],
   diffs = []
   for p, other in enumerate(everyone[1:], 1):
     for k in sorted(set(first) | set(other['config'])):
-      if first.get(k) != other['config'].get(k):
+      if json.dumps(first.get(k)) != json.dumps(other['config'].get(k)):  # NaN equals NaN here
         diffs.append(f'{k}={first.get(k)!r} on process 0 but {other["config"].get(k)!r} on process {p}')
   if diffs:
     more = f' (and {len(diffs) - 4} more)' if len(diffs) > 4 else ''

@@ -60,10 +60,14 @@ def decay_mask(params) -> dict:
 
 def param_labels(params, head: tuple[str, ...] = ('fc/*',)) -> dict:
   """'head' for parameters whose path ('fc/kernel', 'layer1_0/se/fc1/bias') matches a glob of
-  `head`, 'backbone' for the rest."""
+  `head`, 'backbone' for the rest. As `se_flax.finetune.matches`, a glob may also carry the
+  collection ('params/fc/*')."""
+
+  def is_head(path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(f'params/{path}', p) for p in head)
+
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-      {k: 'head' if any(fnmatch.fnmatchcase('/'.join(k), p) for p in head) else 'backbone' for k in flat})
+  return flax.traverse_util.unflatten_dict({k: 'head' if is_head('/'.join(k)) else 'backbone' for k in flat})
 
 
 class _AfterState(NamedTuple):

@@ -291,9 +291,9 @@ def _missing(source: Source, reason: str, cache_dir: str | None) -> PretrainedNo
       f'{os.path.join(cache, folder)} folder (filled by huggingface_hub.hf_hub_download) to the same place here')
 
 
-def fetch(source: Source, cache_dir: str | None = None) -> str:
-  """A local .safetensors path for `source`: the file, <local dir>/<tag>.safetensors, the hub cache,
-  or a hub download (huggingface_hub's normal cache; `cache_dir` overrides it)."""
+def local_path(source: Source, cache_dir: str | None = None) -> str | None:
+  """The weights' file on this machine, found without any network access, or None: the file,
+  <local dir>/<tag>.safetensors, or huggingface_hub's cache (`cache_dir` overrides it)."""
   if source.path:
     return source.path
   if source.tag:
@@ -301,19 +301,35 @@ def fetch(source: Source, cache_dir: str | None = None) -> str:
     if os.path.isfile(local):
       return local
   if source.hub_id is None:
+    return None
+  try:
+    import huggingface_hub
+    from huggingface_hub import errors as hub_errors
+  except ImportError:
+    return None
+  try:  # a cached copy needs no network
+    return huggingface_hub.hf_hub_download(source.hub_id, HUB_FILENAME, cache_dir=cache_dir,
+                                           local_files_only=True)
+  except (hub_errors.LocalEntryNotFoundError, OSError):
+    return None
+
+
+def fetch(source: Source, cache_dir: str | None = None) -> str:
+  """A local .safetensors path for `source`: `local_path`, else a hub download (huggingface_hub's
+  normal cache; `cache_dir` overrides it)."""
+  path = local_path(source, cache_dir)
+  if path:
+    return path
+  if source.hub_id is None:
     raise _missing(source, 'no hub copy', cache_dir)
   try:
     import huggingface_hub
     from huggingface_hub import errors as hub_errors
   except ImportError:
     raise _missing(source, 'huggingface_hub is not installed: pip install "huggingface_hub>=0.23"', cache_dir)
-  download = huggingface_hub.hf_hub_download
-  try:  # a cached copy needs no network
-    return download(source.hub_id, HUB_FILENAME, cache_dir=cache_dir, local_files_only=True)
-  except hub_errors.LocalEntryNotFoundError:
-    pass
   try:
-    return download(source.hub_id, HUB_FILENAME, cache_dir=cache_dir, library_name='se_flax')
+    return huggingface_hub.hf_hub_download(source.hub_id, HUB_FILENAME, cache_dir=cache_dir,
+                                           library_name='se_flax')
   except (OSError, hub_errors.HfHubHTTPError, hub_errors.EntryNotFoundError) as e:
     raise _missing(source, f'{type(e).__name__}: {" ".join(str(e).split())[:200]}', cache_dir) from e
 

@@ -79,9 +79,22 @@ def test_class_means_match_a_direct_computation_and_ignore_padding(tmp_path):
 
 def test_run_on_a_trained_checkpoint(tmp_path, digits_dir):
   config = tiny_digits(digits_dir, num_steps=3, checkpoint_every_steps=3)
+  config.model.se.stages = (False, True, True)  # SE in the last two stages only
   train_lib.train_and_evaluate(config, str(tmp_path / 'work'))
   spread = excitations.run(config, str(tmp_path / 'work'), classes='1,7', out_dir=str(tmp_path / 'out'))
-  assert len(spread) == 3
+  assert list(spread) == ['layer2_0/se', 'layer3_0/se']
   data = np.load(tmp_path / 'out' / 'excitations.npz')
-  assert data['counts'].sum() == 360 and data['block2_by_class'].shape == (10, 32)  # the whole test split
+  assert list(data['blocks']) == ['layer2_0/se', 'layer3_0/se']
+  assert data['counts'].sum() == 360 and data['block1_by_class'].shape == (10, 32)  # the whole test split
   assert os.path.getsize(tmp_path / 'out' / 'excitations.png') > 10_000
+
+
+def test_run_on_a_model_without_se_fails_in_one_line_before_reading_anything(tmp_path, digits_dir):
+  config = tiny_digits(digits_dir)
+  config.model.se.enabled = False
+  (tmp_path / 'work' / 'checkpoints').mkdir(parents=True)  # empty: restoring it would fail differently
+  with pytest.raises(ValueError, match=r"'seresnet_tiny_cifar' with config.model.se=\{'enabled': False\} "
+                                       'has no SE block'):
+    excitations.run(config, str(tmp_path / 'work'))
+  with pytest.raises(FileNotFoundError, match='no checkpoints in workdir'):
+    excitations.run(config, f'file://{tmp_path}/none')

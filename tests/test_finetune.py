@@ -93,13 +93,20 @@ def test_init_skip_keeps_fresh_values(digits_dir, base_workdir):
 
 
 def test_shape_mismatch_outside_skip_is_an_error_listing_keys(digits_dir, base_workdir):
-  config, fresh = _fresh(digits_dir, base_workdir, model__se__reduction=2)  # other SE widths
+  config = finetune_config(digits_dir, base_workdir, model__se__reduction=2)  # other SE widths
   with pytest.raises(finetune.InitFromMismatchError) as info:
-    finetune.initialise(config, fresh)
+    train_lib.build_experiment(config)  # validated on shapes alone, before any workdir is touched
   message = str(info.value)
-  assert 'shape mismatches outside config.init_skip' in message and '\n' not in message
-  assert 'layer1_0/se/fc1/kernel (8, 2) vs (8, 4)' in message
+  assert f'init_from={base_workdir!r}: 9 shape mismatches outside config.init_skip' in message
+  assert 'layer1_0/se/fc1/kernel (8, 2) vs (8, 4)' in message and '\n' not in message
+  # The load checks again (a source validate could not see, e.g. one downloaded at start).
+  config.init_from = ''
+  fresh = train_lib.build_experiment(config).state
+  config.init_from = base_workdir
+  with pytest.raises(finetune.InitFromMismatchError, match='9 shape mismatches outside config.init_skip'):
+    finetune.initialise(config, fresh)
   config.init_skip = ('*/se/*',)
+  train_lib.validate_config(config)
   _, report = finetune.initialise(config, fresh)
   assert len(report['skipped']) == 12 and report['loaded']
 
@@ -128,6 +135,9 @@ def test_init_from_timm_weights_file(tmp_path):
                               path)
   source, description = finetune.load_source(path, 'legacy_seresnet18')
   assert description == f'timm legacy_seresnet18 weights {path}'
+  # What validate checks before the workdir is touched: the same keys and shapes, from the header only.
+  shapes = finetune.source_shapes(path, 'legacy_seresnet18')
+  assert {k: v.shape for k, v in shapes.items()} == {k: v.shape for k, v in source.items()}
   np.testing.assert_array_equal(source['params/layer1_0/conv1/kernel'],
                                 safetensors.numpy.load_file(path)['layer1.0.conv1.weight'].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(source['batch_stats/layer4_1/bn2/var'],
@@ -148,6 +158,10 @@ BAD = [  # (field, value, message)
     ('finetune.backbone_lr_multiplier', -1.0, 'finetune.backbone_lr_multiplier=-1.0 must be >= 0'),
     ('finetune.freeze_backbone_steps', -2, 'finetune.freeze_backbone_steps=-2 must be an integer >= 0'),
     ('data.keep_labels', (1, 1), 'data.keep_labels=(1, 1) must be distinct class ids in [0, 10)'),
+    # The load's shape check, from the source checkpoint's metadata, before the workdir is touched.
+    ('model.se.reduction', 2, 'shape mismatches outside config.init_skip (checkpoint vs model): '
+     'layer1_0/se/fc1/bias (2,) vs (4,)'),
+    ('init_from', 'hf-hub:someone/my-finetune', "model.name='seresnet_tiny_cifar', which has no timm converter"),
 ]
 
 
@@ -162,6 +176,34 @@ def test_bad_finetune_fields_are_one_line_errors(digits_dir, base_workdir, field
   with pytest.raises(ValueError) as info:
     train_lib.validate_config(config)
   assert message in str(info.value) and '\n' not in str(info.value), str(info.value)
+  named = f'{field}=' in str(info.value) or f'{field} glob' in str(info.value)
+  assert named or field == 'model.se.reduction'  # that one names init_from, whose load it breaks
+
+
+def test_validate_finds_a_missing_converted_tag_and_reads_hub_ids_as_model_name(tmp_path, monkeypatch):
+  """A PyTorch-only tag not yet converted is an error before training; a hub id of a repo outside
+  the tag table holds config.model.name's weights (not an error, checked when downloaded)."""
+  monkeypatch.setenv('SE_FLAX_PRETRAINED_DIR', str(tmp_path))
+  with pytest.raises(ValueError, match=r"init_from='legacy_seresnet50.in1k': .*only as a PyTorch file"):
+    finetune._validate_source('legacy_seresnet50.in1k', 'seresnet_tiny_cifar')
+  finetune._validate_source('hf-hub:someone/my-finetune', 'seresnet50')
+  assert finetune._name_for('hf-hub:someone/my-finetune', 'seresnet50') == 'seresnet50'
+  assert finetune._name_for('hf-hub:timm/seresnet50.ra2_in1k', 'resnet50') is None  # the tag's own model
+
+
+@pytest.mark.parametrize('num_devices, dtype', [(1, 'float32'), (2, 'bfloat16')])
+def test_init_from_another_device_count_and_dtype(digits_dir, base_workdir, num_devices, dtype):
+  """The base ran on 4 devices in float32; params and batch_stats load exactly, on this mesh."""
+  config, fresh = _fresh(digits_dir, base_workdir, num_devices=num_devices, model__dtype=dtype)
+  state, report = finetune.initialise(config, fresh)
+  base = final_state(base_workdir)
+  base = finetune.flatten({'params': base['params'], 'batch_stats': base['batch_stats']})
+  assert len(report['loaded']) == len(base) - 2 and len(report['head']) == 2  # all but fc's kernel and bias
+  loaded = finetune.flatten({'params': state.params, 'batch_stats': state.batch_stats})
+  for key in report['loaded']:
+    assert loaded[key].dtype == np.float32 and len(loaded[key].sharding.device_set) == num_devices
+    np.testing.assert_array_equal(np.asarray(loaded[key]), base[key], err_msg=key)
+  assert any(k.startswith('batch_stats/') for k in report['loaded'])
 
 
 def test_frozen_bn_train_step_uses_running_statistics(digits_dir):
@@ -215,8 +257,38 @@ def test_backbone_lr_multiplier_and_freeze():
 
   plain = run(1.0, 0)
   scaled = run(0.1, 3)
+  assert run(0.1, 3) != run(0.1, 0)
   assert [h for _, h in scaled] == [h for _, h in plain]  # the head as without fine-tuning options
   assert [b for b, _ in scaled[:3]] == [1.0, 1.0, 1.0]
   # Step 4 is the backbone's first update: lr 0.05, momentum starting from zero.
   assert scaled[3][0] == pytest.approx(1.0 - 0.1 * (1.0 - plain[0][0]))
   assert run(0.0, 0)[-1][0] == 1.0
+
+
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_backbone_optimizer_keeps_weight_decay_mask_and_the_global_schedule(name):
+  """Kernels decay in both groups, biases in neither; the backbone's lr follows the global step
+  (its first update after 2 frozen steps uses lr(2), not lr(0)); 'params/fc/*' names the head too."""
+  import optax
+  from configs import default
+  from se_flax import optim
+  params = {'conv': {'kernel': jnp.full((1,), 2.0), 'bias': jnp.full((1,), 2.0)},
+            'fc': {'kernel': jnp.full((1,), 2.0), 'bias': jnp.full((1,), 2.0)}}
+  grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves anything
+  config = default.get_config()
+  config.optim.update(name=name, weight_decay=0.5, momentum=0.0)
+  config.finetune.update(backbone_lr_multiplier=0.5, freeze_backbone_steps=2, head=('params/fc/*',))
+  lr = lambda count: 0.1 * (count + 1)
+  tx = optim.create_optimizer(config, lr)
+  state, p = tx.init(params), params
+  expected = {'conv': 2.0, 'fc': 2.0}
+  for step in range(4):
+    updates, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, updates)
+    # sgd: p -= lr * wd * p (coupled); adamw with zero grads: p -= lr * wd * p (decoupled) as well.
+    expected['fc'] -= lr(step) * 0.5 * expected['fc']
+    if step >= 2:
+      expected['conv'] -= 0.5 * lr(step) * 0.5 * expected['conv']
+    for module in ('conv', 'fc'):
+      assert float(p[module]['kernel'][0]) == pytest.approx(expected[module], rel=1e-6), (step, module)
+      assert float(p[module]['bias'][0]) == 2.0

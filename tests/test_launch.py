@@ -53,6 +53,10 @@ def test_srun_gives_coordinator_count_id_and_one_device_per_task_sharing_a_node(
     ({'SLURM_GPUS_PER_TASK': '4'}, None),  # GPUs bound to each task: all it sees
     ({'SLURM_STEP_TASKS_PER_NODE': '8,4', 'SLURM_NODEID': '1', 'SLURM_LOCALID': '3'}, (3,)),
     ({'JAX_LOCAL_DEVICE_IDS': '0,1'}, None),  # JAX reads it itself
+    ({'SLURM_TRES_PER_TASK': 'gres/gpu:1'}, None),  # newer SLURM's spelling of --gpus-per-task
+    ({'CUDA_VISIBLE_DEVICES': '3'}, None),  # --gpu-bind: one GPU per task, index SLURM_LOCALID absent
+    ({'CUDA_VISIBLE_DEVICES': '0,1'}, (1,)),  # both tasks see both GPUs: one each
+    ({'CUDA_VISIBLE_DEVICES': ''}, (1,)),
 ])
 def test_srun_local_devices(extra, want):
   assert detect({**SRUN_2_TASKS, **extra}).local_device_ids == want
@@ -61,6 +65,10 @@ def test_srun_local_devices(extra, want):
 def test_slurm_node_lists_and_ports():
   assert launch.first_host('gpu[007-015,020],cpu1') == 'gpu007'
   assert launch.first_host('a1,b2') == 'a1'
+  assert launch.first_host('node[01-04,07]') == 'node01' and launch.first_host('node[7],x') == 'node7'
+  assert launch.first_host('rack[2-3]-n[05-06]') == 'rack2-n05'  # text after a bracket is kept
+  with pytest.raises(ValueError, match='cannot read SLURM node list'):
+    launch.first_host('node[01-04')
   assert launch.tasks_on_node('2(x3),1', 2) == 2 and launch.tasks_on_node('2(x3),1', 3) == 1
   env = {**SRUN_2_TASKS, 'SLURM_STEP_NODELIST': 'n[12-13]', 'JAX_COORDINATOR_PORT': '1234'}
   assert detect(env).coordinator_address == 'n12:1234'

@@ -214,3 +214,27 @@ def test_evaluate_a_tag_with_its_preprocessing(weights_file, offline_hub, tmp_pa
   logits = np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, batch['image']))
   assert result['top1'] == pytest.approx(np.mean(np.argmax(logits, -1) == batch['label']), abs=1e-9)
   assert result['num_examples'] == 8 and result['tag'] == tag
+
+
+def test_centre_view_uses_torchvisions_arithmetic():
+  """timm's eval transform (torchvision Resize(short side) + CenterCrop): long side
+  int(short * long / short_in), crop offsets round((side - size) / 2) with halves to even."""
+  import tensorflow as tf
+  from se_flax.data import input_pipeline
+  image = tf.constant(np.random.default_rng(0).uniform(0, 255, (300, 451, 3)), tf.float32)
+  got = input_pipeline._centre_view(image, 200, 197)
+  long_side = int(200 * 451 / 300)  # 300 (rounding would give 301)
+  top, left = int(round((200 - 197) / 2.0)), int(round((long_side - 197) / 2.0))  # 2, 52
+  expected = tf.image.resize(image, [200, long_side], method='bilinear')[top:top + 197, left:left + 197]
+  np.testing.assert_array_equal(got.numpy(), expected.numpy())
+  # Without a resize (the short side already fits): offsets 2 (1.5 rounds to even) and 3.
+  small = tf.reshape(tf.range(11 * 14, dtype=tf.float32), (11, 14, 1))
+  np.testing.assert_array_equal(input_pipeline._centre_view(small, 11, 8).numpy(), small.numpy()[2:10, 3:11])
+
+
+def test_evaluating_weights_on_a_dataset_with_other_classes_is_an_error(weights_file):
+  from configs import digits as digits_config
+  from se_flax import evaluation
+  with pytest.raises(ValueError) as info:
+    evaluation.evaluate_pretrained(digits_config.get_config(), weights_file, name=NAME)
+  assert "predict 1000 classes but dataset 'digits' has 10" in str(info.value) and '\n' not in str(info.value)

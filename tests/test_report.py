@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -76,11 +77,35 @@ def test_rows_mean_std_baseline_and_paper(tmp_path):
   md = (tmp_path / 'report.md').read_text()
   assert '| reduction=4 | 3 | 96.00 ± 1.00 | +4.00 |' in md
   assert '| enabled=False (baseline) | 3 | 92.00 ± 1.00 | +0.00 |' in md
-  assert '8 of 9 members finished' in md and 'Unfinished: reduction=16,seed=2' in md
+  assert '| reduction=16 | 2 of 3 | 92.00 ± 2.83 |' in md  # the missing seed is counted, not hidden
+  assert '8 of 9 members finished' in md and '- reduction=16,seed=2: failed, stopped or still running' in md
+  assert table['reduction=16']['seeds'] == '2' and table['reduction=16']['members'] == '3'
   assert 'ImageNet' in md and 'trends only' in md
   assert report.numeric_axis(json.loads((tmp_path / 'sweep.json').read_text()),
                              list(rows.values())) == 'model.se.reduction'
   assert_png(tmp_path / 'report.png')
+
+
+def test_failed_not_started_and_stale_members_are_named(tmp_path, capsys):
+  fake = {'reduction=4': ({'model.se.reduction': 4}, [0.95, None, None], 300),
+          'enabled=False': ({'model.se.enabled': False}, [0.91, 0.92], 100)}
+  fake_sweep(tmp_path, fake, varying=('model.se.reduction', 'model.se.enabled', 'seed'))
+  (tmp_path / 'reduction=4,seed=1' / 'train.log').write_text('step 1\nerror: out of memory\n')
+  os.rmdir(tmp_path / 'reduction=4,seed=2')  # never started
+  stale = tmp_path / 'enabled=False,seed=1'  # a finished run of other overrides in a member's directory
+  (stale / 'sweep_member.json').write_text(json.dumps({'overrides': {'model.se.enabled': True, 'seed': 1}}))
+  rows = {r['setting']: r for r in report.write_report(str(tmp_path))}
+  assert rows['reduction=4']['n'] == 1 and math.isnan(rows['reduction=4']['top1_std'])  # one seed: no std
+  assert rows['enabled=False']['n'] == 1 and rows['enabled=False']['top1_mean'] == pytest.approx(91.0)
+  md = (tmp_path / 'report.md').read_text()
+  assert '| reduction=4 | 1 of 3 | 95.00 | +4.00 |' in md
+  assert '- reduction=4,seed=1: failed, stopped or still running; last log line: error: out of memory' in md
+  assert '- reduction=4,seed=2: not started' in md
+  assert '- enabled=False,seed=1: its directory was started with other overrides' in md
+  assert 'warning: 3 of 5 members have no result' in capsys.readouterr().err
+  assert_png(tmp_path / 'report.png')
+  with pytest.raises(ValueError, match='is a URL'):
+    report.write_report('gs://bucket/sweep')
 
 
 def test_categorical_sweep_gives_a_bar_chart(tmp_path):

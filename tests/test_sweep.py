@@ -66,8 +66,23 @@ def test_product_zip_chain_names_and_order():
   # Same last component in two fields: the full path keeps the names apart.
   both = hyper.zip([hyper.sweep('optim.lr', [1, 2]), hyper.sweep('schedule.lr', [3, 4])])
   assert hyper.member_names(both) == ['optim.lr=1,schedule.lr=3', 'optim.lr=2,schedule.lr=4']
-  with pytest.raises(ValueError, match='share a name'):
+  with pytest.raises(ValueError, match=r"members 0 and 1 share the name 'seed=0' \(the same overrides twice"):
     hyper.member_names(hyper.sweep('seed', [0, 0]))
+
+
+def test_names_are_distinct_and_safe_for_values_that_look_alike():
+  values = ['a/b', 'a_b', 'a b', 'a%b', 'x,y=z', '..', 0.1, 1e-05, -1, (1, -2), (-1, 2), ((1, 2), (3,)),
+            ((1,), (2, 3)), ('a-b', 'c'), ('a', 'b-c'), (True, False, False, True), (0.5, 0.25), 'tanh']
+  names = hyper.member_names(hyper.sweep('model.x', values))
+  assert len(set(names)) == len(values)
+  assert all(re.fullmatch(r'x=[A-Za-z0-9._+%-]*', n) for n in names), names
+  assert names[0] == 'x=a%2Fb' and names[1] == 'x=a_b' and names[5] == 'x=..'
+  assert names[15] == 'x=T-F-F-T' and names[16] == 'x=0.5-0.25' and names[7] == 'x=1e-05'
+  assert hyper.format_value((1, -2)) == '1-%2D2'
+  with pytest.raises(ValueError, match=r'share the name .*values spelled alike'):
+    hyper.member_names(hyper.sweep('model.x', [1, '1']))
+  with pytest.raises(ValueError, match='more than a directory name may have'):
+    hyper.member_names(hyper.sweep('model.x', [tuple(range(100)), (1,)]))
 
 
 def test_overrides_apply_to_a_copy_and_reject_unknown_fields():
@@ -98,6 +113,22 @@ def test_ready_sweeps_expand_for_any_base_config(name, settings):
     assert matched or name == 'stages'
   _, five = hyper.load_sweep(os.path.join(SWEEPS, 'reduction.py:5'), digits_config.get_config())
   assert len(five) == 6 * 5
+  for bad in ('x', '0'):
+    with pytest.raises(ValueError, match=f"number of seeds must be a positive integer, got '{bad}'"):
+      hyper.load_sweep(os.path.join(SWEEPS, f'reduction.py:{bad}'), digits_config.get_config())
+
+
+def test_load_sweep_rejects_a_get_sweep_that_returns_no_list(tmp_path):
+  (tmp_path / 'bad.py').write_text("def get_sweep(config):\n  return {'seed': 1}\n")
+  with pytest.raises(ValueError, match='must return a list of override dicts'):
+    hyper.load_sweep(str(tmp_path / 'bad.py'), digits_config.get_config())
+
+
+def test_base_args_take_both_flag_spellings():
+  got = sweep.base_args(['--config', 'configs/x.py:a', '--config.seed', '3', '--config.optim.lr=-1',
+                         '--workdir', 'w', '--parallel=2'], 'default.py')
+  assert got == [f'--config={os.path.abspath("configs/x.py")}:a', '--config.seed=3', '--config.optim.lr=-1']
+  assert sweep.base_args(['--config.seed=3'], 'd.py') == ['--config=d.py', '--config.seed=3']
 
 
 def sweep_cli(args):
@@ -160,6 +191,22 @@ def test_failure_does_not_stop_others_skip_finished_and_task_index(tmp_path, dig
   assert code == 0 and calls.read_text().splitlines() == [str(tmp_path / 'sweep' / 'reduction=2,seed=1')]
   code, _ = run_small(tmp_path, digits_dir, task_index=0)
   assert code == 0 and len(calls.read_text().splitlines()) == 1  # finished: not run again
+  record = json.load(open(tmp_path / 'sweep' / 'reduction=2,seed=0' / sweep.MEMBER_RECORD))
+  assert record['overrides'] == {'model.se.reduction': 2, 'seed': 0} and record['base_args'] == ['--config=x']
+
+  # The sweep file changes a field that is not in the names: finished members are not taken for it.
+  (tmp_path / 'small.py').write_text(SMALL_SWEEP.replace("[0, 1])])", "[0, 1]), "
+                                                         "hyper.fixed('model.se.use_bias', False)])"))
+  with pytest.raises(ValueError, match=r"reduction=2,seed=0 holds a run with the overrides .*did the sweep"):
+    run_small(tmp_path, digits_dir, task_index=0)
+  assert len(calls.read_text().splitlines()) == 1  # nothing ran
+  # A finished run without a record (not started by the sweep) is not taken for a member either.
+  os.remove(tmp_path / 'sweep' / 'reduction=2,seed=0' / sweep.MEMBER_RECORD)
+  with pytest.raises(ValueError, match='no sweep_member.json saying which overrides'):
+    run_small(tmp_path, digits_dir, task_index=0)
+  with pytest.raises(ValueError, match='must be a local or network-filesystem path'):
+    sweep.run_sweep(tiny_digits(digits_dir), str(tmp_path / 'small.py'), 'gs://bucket/sweep', [],
+                    train_script=str(tmp_path / 'fake_train.py'))
 
 
 def test_sigterm_reaches_running_members_and_starts_no_more(tmp_path):

@@ -22,9 +22,12 @@ NO_SE = {'model.se.enabled': False}
 
 
 def seeds(arg: str | None) -> list[dict]:
-  n = int(arg) if arg else SEEDS
+  try:
+    n = int(arg) if arg else SEEDS
+  except ValueError:
+    n = 0
   if n <= 0:
-    raise ValueError(f'number of seeds {arg!r} must be a positive integer')
+    raise ValueError(f'--sweep=FILE:{arg}: the number of seeds must be a positive integer, got {arg!r}')
   return hyper.sweep('config.seed', range(n))
 
 

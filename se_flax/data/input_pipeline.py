@@ -263,17 +263,18 @@ def _check_config(data_cfg: Config, channels: int) -> None:
 
 def _centre_view(image: tf.Tensor, short_side: int, size: int, method: str = 'bilinear',
                  antialias: bool = False) -> tf.Tensor:
-  """Resize the short side to `short_side`, centre crop `size`."""
+  """Resize the short side to `short_side`, centre crop `size`, with torchvision's (so timm's)
+  arithmetic: long side `int(short_side * long / short)` in float64, crop offsets
+  `round((side - size) / 2)` rounding halves to even."""
   static_hw = image.shape.as_list()[:2]
   if None in static_hw or min(static_hw) != short_side:
-    hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    new_hw = tf.cast(tf.round(hw * short_side / tf.reduce_min(hw)), tf.int32)
+    hw = tf.cast(tf.shape(image)[:2], tf.float64)
+    new_hw = tf.cast(tf.floor(hw * short_side / tf.reduce_min(hw)), tf.int32)
     image = tf.image.resize(image, tf.maximum(new_hw, short_side), method=method, antialias=antialias)
     if method == 'bicubic':  # overshoots; PIL clips to the pixel range
       image = tf.clip_by_value(image, 0.0, 255.0)
-  hw = tf.shape(image)[:2]
-  image = tf.image.crop_to_bounding_box(image, (hw[0] - size) // 2, (hw[1] - size) // 2,
-                                        size, size)
+  offsets = tf.cast(tf.round(tf.cast(tf.shape(image)[:2] - size, tf.float64) / 2.0), tf.int32)
+  image = tf.image.crop_to_bounding_box(image, offsets[0], offsets[1], size, size)
   return tf.cast(image, tf.float32)
 
 

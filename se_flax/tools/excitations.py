@@ -83,17 +83,21 @@ def _block_order(name: str) -> tuple:
 
 def write_outputs(out_dir: str, means: dict, counts: np.ndarray, classes: list[int], title: str,
                   class_names: list[str] | None = None) -> dict[str, float]:
-  """excitations.npz / .csv / .png; returns per block the class spread (mean over channels of
-  the std of the class means), the number the paper's Figure 6 reads by eye."""
-  os.makedirs(out_dir, exist_ok=True)
+  """excitations.npz / .csv / .png in `out_dir` (a path or a gs:// URL); returns per block the class
+  spread (mean over channels of the std of the class means), the number the paper's Figure 6 reads by eye."""
+  from se_flax import checkpointing
+  out = checkpointing.workdir_path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   blocks = sorted(means['all'], key=_block_order)
   names = class_names or [str(c) for c in range(len(counts))]
   arrays = {'blocks': np.array(blocks), 'counts': counts, 'class_names': np.array(names)}
   for i, b in enumerate(blocks):
     arrays[f'block{i}_by_class'] = means['by_class'][b].astype(np.float32)
     arrays[f'block{i}_all'] = means['all'][b].astype(np.float32)
-  np.savez_compressed(os.path.join(out_dir, 'excitations.npz'), **arrays)
-  with open(os.path.join(out_dir, 'excitations.csv'), 'w', newline='') as f:
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  (out / 'excitations.npz').write_bytes(buffer.getvalue())
+  with io.StringIO(newline='') as f:
     w = csv.writer(f)
     w.writerow(['block', 'class', 'channel', 'mean_gate', 'examples'])
     for b in blocks:
@@ -102,14 +106,16 @@ def write_outputs(out_dir: str, means: dict, counts: np.ndarray, classes: list[i
       for k in range(len(counts)):
         for ch, v in enumerate(means['by_class'][b][k]):
           w.writerow([b, names[k], ch, f'{v:.5f}', int(counts[k])])
+    (out / 'excitations.csv').write_text(f.getvalue())
   present = counts > 0
   spread = {b: float(np.mean(np.std(means['by_class'][b][present], axis=0))) for b in blocks}
-  _plot(os.path.join(out_dir, 'excitations.png'), blocks, means, classes, names, spread, title)
+  (out / 'excitations.png').write_bytes(_plot(blocks, means, classes, names, spread, title))
   return spread
 
 
-def _plot(path: str, blocks: list[str], means: dict, classes: list[int], names: list[str],
-          spread: dict[str, float], title: str) -> None:
+def _plot(blocks: list[str], means: dict, classes: list[int], names: list[str],
+          spread: dict[str, float], title: str) -> bytes:
+  """The PNG: one panel per SE block."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -138,7 +144,9 @@ def _plot(path: str, blocks: list[str], means: dict, classes: list[int], names: 
   fig.savefig(buffer, format='png')
   plt.close(fig)
   from PIL import Image  # a matplotlib dependency; 256 colours make the many-line figure 3-4x smaller
-  Image.open(buffer).convert('RGB').quantize(colors=256).save(path, optimize=True)
+  png = io.BytesIO()
+  Image.open(buffer).convert('RGB').quantize(colors=256).save(png, format='PNG', optimize=True)
+  return png.getvalue()
 
 
 def default_classes(num_classes: int, n: int = 4) -> list[int]:
@@ -163,21 +171,26 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
   """Restore the checkpoint, average the gates over `split`, write the files; returns the spreads."""
   from se_flax import checkpointing, steps, train_lib
   from se_flax.data import input_pipeline
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not (checkpointing.workdir_path(workdir) / 'checkpoints').is_dir():  # a path or a gs:// URL
     raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
   exp = train_lib.build_experiment(config)
   num_classes = exp.spec.num_classes
   chosen = parse_classes(classes, num_classes)
+  model = steps.create_model(config, num_classes, axis_name=None)
+  shapes = {'params': exp.state.params, 'batch_stats': exp.state.batch_stats}
+  image = jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, exp.spec.image_shape[-1]),
+                               jnp.float32)
+  if not jax.eval_shape(lambda v, x: capture(model, v, x), shapes, image)[1]:  # before any restore or data
+    se = {k: v for k, v in config.model.se.items() if v is not None}
+    raise ValueError(f'model {config.model.name!r} with config.model.se={se} has no SE block to analyse; '
+                     'give the config and overrides the run was trained with (an SE model)')
   manager = checkpointing.create_manager(workdir, config, read_only=True)
   state, _ = checkpointing.restore(manager, exp.state, step=step)
   variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
-  model = steps.create_model(config, num_classes, axis_name=None)
   split = split or config.data.eval_split
   batches = input_pipeline.eval_iterator(config.data, split=split,
                                          global_batch_size=config.eval.global_batch_size)
   means, counts = class_means(model, variables, batches, num_classes)
-  if not means['all']:
-    raise ValueError(f'model {config.model.name!r} with these SE settings has no SE block to analyse')
   title = (f'SE gates of {config.model.name} (step {int(state.step)}) on {config.data.name}/{split}: '
            'mean per channel, by class and over all classes')
   return write_outputs(out_dir or os.path.join(workdir, 'excitations'), means, counts, chosen, title)

@@ -5,7 +5,9 @@ writes DIR/report.md, DIR/report.csv and DIR/report.png (or into --out): one row
 the mean +- std over seeds (sample std, n - 1) of test top-1, top-5 and loss, the difference to the
 no-SE baseline, parameters, multiply-adds, train img/s, and for the paper's sweeps the paper's
 SE-ResNet-50 ImageNet figure for that row (a different dataset and schedule: compare trends only).
-Members without final_eval.json are left out and counted as unfinished.
+Members without final_eval.json (failed, stopped, running or not started), and member
+directories started with other overrides than the sweep's, are left out of the means; the report
+counts them per row ('seeds': finished of all), lists them with their state, and warns on stderr.
 """
 
 from __future__ import annotations
@@ -29,21 +31,43 @@ PAPER_NOTE = ('paper: SE-ResNet-50 trained on ImageNet, Tables 10-15 (top-1 = 10
               'trends only')
 
 
-def load_members(sweep_dir: str) -> list[dict[str, Any]]:
-  """The sweep's members with their results ('result': None where unfinished)."""
+def load_members(sweep_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """The manifest and the sweep's members with their results ('result': None where unfinished, and
+  'status': 'finished', 'not started', 'unfinished' (failed, stopped or running: 'last_line' of its
+  train.log) or 'other overrides' (its directory was started with overrides other than the sweep's))."""
+  from se_flax import cli
+  from se_flax.tools import sweep
+  if cli.is_url(cli.resolve_workdir(sweep_dir)):
+    raise ValueError(f'sweep directory {sweep_dir!r} is a URL; sweeps and reports use local or '
+                     'network-filesystem directories')
+  sweep_dir = cli.resolve_workdir(sweep_dir)
   path = os.path.join(sweep_dir, 'sweep.json')
   if not os.path.exists(path):
     raise ValueError(f'{sweep_dir!r} has no sweep.json (is it a directory written by se_flax.tools.sweep?)')
-  with open(path) as f:
-    manifest = json.load(f)
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+    manifest['members']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'cannot read {path}: {e}') from None
   members = []
   for m in manifest['members']:
-    result_path = os.path.join(sweep_dir, m['workdir'], 'final_eval.json')
-    result = None
-    if os.path.exists(result_path):
+    workdir = os.path.join(sweep_dir, m['workdir'])
+    result_path = os.path.join(workdir, 'final_eval.json')
+    result, status, last_line = None, 'not started', ''
+    record = sweep.Member(0, m['name'], m['overrides'], workdir)
+    try:
+      recorded = record.recorded_overrides()
+    except ValueError:
+      recorded = None
+    if recorded is not None and recorded != m['overrides']:
+      status = 'other overrides'
+    elif os.path.exists(result_path):
       with open(result_path) as f:
-        result = json.load(f)
-    members.append({**m, 'result': result})
+        result, status = json.load(f), 'finished'
+    elif os.path.isdir(workdir):
+      status, last_line = 'unfinished', sweep._last_error_line(os.path.join(workdir, 'train.log'))  # pylint: disable=protected-access
+    members.append({**m, 'result': result, 'status': status, 'last_line': last_line})
   return manifest, members
 
 
@@ -52,7 +76,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
   if n == 0:
     return math.nan, math.nan
   mean = sum(values) / n
-  std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+  std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan  # one seed: no spread
   return mean, std
 
 
@@ -98,7 +122,13 @@ def summarize(manifest: dict, members: list[dict]) -> list[dict[str, Any]]:
 
 
 def _pm(mean: float, std: float, digits: int = 2) -> str:
-  return '-' if math.isnan(mean) else f'{mean:.{digits}f} ± {std:.{digits}f}'
+  if math.isnan(mean):
+    return '-'
+  return f'{mean:.{digits}f}' if math.isnan(std) else f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def _seeds(row: dict) -> str:
+  return str(row['n']) if row['n'] == row['members'] else f'{row["n"]} of {row["members"]}'
 
 
 def _num(x, fmt: str = ',') -> str:
@@ -108,8 +138,8 @@ def _num(x, fmt: str = ',') -> str:
 
 
 def write_csv(rows: list[dict], path: str) -> None:
-  fields = ['setting', 'seeds', 'top1_mean', 'top1_std', 'top5_mean', 'top5_std', 'loss_mean', 'loss_std',
-            'delta_top1_vs_baseline', 'params', 'macs', 'train_img_per_sec_mean', 'paper_top1', 'paper_top5',
+  fields = ['setting', 'seeds', 'members', 'top1_mean', 'top1_std', 'top5_mean', 'top5_std', 'loss_mean',
+            'loss_std', 'delta_top1_vs_baseline', 'params', 'macs', 'train_img_per_sec_mean', 'paper_top1', 'paper_top5',
             'paper_params_m', 'paper_delta_top1']
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
@@ -117,7 +147,7 @@ def write_csv(rows: list[dict], path: str) -> None:
     for r in rows:
       p = r['paper'] or {}
       stats = ('top1_mean', 'top1_std', 'top5_mean', 'top5_std', 'loss_mean', 'loss_std', 'delta_top1')
-      w.writerow([r['setting'], r['n'], *(f'{r[k]:.4f}' for k in stats),
+      w.writerow([r['setting'], r['n'], r['members'], *(f'{r[k]:.4f}' for k in stats),
                   r['params'], r['macs'], f'{r["train_img_per_sec_mean"]:.1f}',
                   _paper_acc(p, 'top1_err'), _paper_acc(p, 'top5_err'), p.get('params_m', ''),
                   '' if math.isnan(r['paper_delta_top1']) else f'{r["paper_delta_top1"]:.2f}'])
@@ -143,7 +173,7 @@ def write_markdown(rows: list[dict], manifest: dict, members: list[dict], path: 
   lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * 2 + '---:|' * (len(head) - 2)]
   for r in rows:
     name = r['setting'] + (' (baseline)' if r['baseline'] else '')
-    cells = [name, str(r['n']), _pm(r['top1_mean'], r['top1_std']),
+    cells = [name, _seeds(r), _pm(r['top1_mean'], r['top1_std']),
              '-' if math.isnan(r['delta_top1']) else f'{r["delta_top1"]:+.2f}',
              _pm(r['top5_mean'], r['top5_std']), _pm(r['loss_mean'], r['loss_std'], 4),
              _num(r['params']), _num(r['macs']), _num(r['train_img_per_sec_mean'], ',.0f')]
@@ -160,11 +190,26 @@ def write_markdown(rows: list[dict], manifest: dict, members: list[dict], path: 
   lines += ['Per seed (top-1 %):', '']
   for r in rows:
     lines.append(f'- {r["setting"]}: ' + (', '.join(f'{v:.2f}' for v in r['top1_seeds']) or 'none finished'))
-  unfinished = [m['name'] for m in members if m['result'] is None]
+  unfinished = unfinished_lines(members)
   if unfinished:
-    lines += ['', 'Unfinished: ' + ', '.join(unfinished)]
+    lines += ['', f'Unfinished ({len(unfinished)} of {len(members)} members, left out of the means):', '']
+    lines += [f'- {u}' for u in unfinished]
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
+
+
+def unfinished_lines(members: list[dict]) -> list[str]:
+  """'name: state' for every member without a result."""
+  out = []
+  for m in members:
+    if m['result'] is not None:
+      continue
+    state = {'not started': 'not started',
+             'other overrides': 'its directory was started with other overrides (sweep file changed?)'}.get(
+                 m.get('status'), 'failed, stopped or still running')
+    last = m.get('last_line')
+    out.append(f'{m["name"]}: {state}' + (f'; last log line: {last}' if last else ''))
+  return out
 
 
 def numeric_axis(manifest: dict, rows: list[dict]) -> str | None:
@@ -185,7 +230,7 @@ def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
   import matplotlib.pyplot as plt
   import matplotlib.ticker
 
-  rows = [r for r in rows if r['n']]
+  rows = [{**r, 'top1_std': 0.0 if math.isnan(r['top1_std']) else r['top1_std']} for r in rows if r['n']]
   axis_key = numeric_axis(manifest, rows)
   base = next((r for r in rows if r['baseline']), None)
   fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
@@ -202,9 +247,11 @@ def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
       ax.axhspan(base['top1_mean'] - base['top1_std'], base['top1_mean'] + base['top1_std'], color='0.5',
                  alpha=0.15)
     short = axis_key.rsplit('.', 1)[-1]
-    ax.set_xscale('log', base=2)
+    log = all(v > 0 for v in x)  # ratios and rates: log scale; a field with 0 or negatives: linear
+    if log:
+      ax.set_xscale('log', base=2)
     ax.set_xticks(x, [str(v) for v in x])
-    ax.set_xlabel('reduction ratio r (log scale)' if short == 'reduction' else short)
+    ax.set_xlabel(('reduction ratio r' if short == 'reduction' else short) + (' (log scale)' if log else ''))
     ax.set_ylabel('test top-1 accuracy (%)')
     if all(r['params'] for r in pts):
       ax2 = ax.twinx()
@@ -243,6 +290,10 @@ def write_report(sweep_dir: str, out_dir: str | None = None, title: str | None =
   out_dir = out_dir or sweep_dir
   os.makedirs(out_dir, exist_ok=True)
   rows = summarize(manifest, members)
+  unfinished = unfinished_lines(members)
+  if unfinished:
+    print(f'warning: {len(unfinished)} of {len(members)} members have no result and are left out of the '
+          'means:\n  ' + '\n  '.join(unfinished), file=sys.stderr)
   title = title or f'Sweep {os.path.basename(manifest.get("sweep", "")).split(":")[0] or sweep_dir}'
   plot_name = None
   if any(r['n'] for r in rows):

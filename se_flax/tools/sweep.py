@@ -5,8 +5,13 @@
 
 Members are the override dicts of the sweep file (`configs/sweeps/`, see `se_flax.hyper`); member
 I trains in DIR/<its name> with `train.py --config=... <base overrides> <its overrides>`, so a
-member is exactly a train.py run. A finished member (final_eval.json present) is skipped and a
-half-finished one resumes from its checkpoint, so killing and rerunning a sweep loses nothing.
+member is exactly a train.py run. Before it starts, the member's overrides are recorded in
+DIR/<name>/sweep_member.json. A finished member (final_eval.json present, and the record naming
+the same overrides) is skipped and a half-finished one resumes from its checkpoint, so killing and
+rerunning a sweep loses nothing. A member directory recorded with other overrides (the sweep file
+changed, but the name did not) is an error rather than skipped or resumed: move it away or use
+another DIR. DIR is a local or network-filesystem directory (not a gs:// URL: members log to
+DIR/<name>/train.log).
 `--task_index=I` runs member I alone (one member per SLURM array task); `--parallel=K` runs K
 members at once as separate processes, and a failed member is reported at the end without
 stopping the others. DIR/sweep.json records the members for `python -m se_flax.tools.report DIR`.
@@ -36,6 +41,7 @@ if REPO not in sys.path:  # config and sweep files import `configs.*`
   sys.path.insert(0, REPO)
 
 FLAGS = flags.FLAGS
+MEMBER_RECORD = 'sweep_member.json'
 
 
 def define_flags() -> None:
@@ -61,11 +67,51 @@ class Member:
   def done(self) -> bool:
     return os.path.exists(os.path.join(self.workdir, 'final_eval.json'))
 
+  @property
+  def record_path(self) -> str:
+    return os.path.join(self.workdir, MEMBER_RECORD)
+
+  def recorded_overrides(self):
+    """The overrides recorded when this member's directory was last started (None: no record)."""
+    try:
+      with open(self.record_path) as f:
+        return json.load(f)['overrides']
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ValueError(f'cannot read {self.record_path}: {e}') from None
+
+  def check_record(self) -> None:
+    """Raise ValueError unless this directory is empty, or was started with this member's overrides."""
+    recorded, wanted = self.recorded_overrides(), _jsonable(self.overrides)
+    if recorded is None and self.done:
+      raise ValueError(f'{self.workdir} holds a finished run (final_eval.json) but no {MEMBER_RECORD} saying '
+                       f'which overrides it ran with, so it cannot stand for member {self.name} '
+                       f'({wanted}); move it away or use another --workdir')
+    if recorded is not None and recorded != wanted:
+      raise ValueError(f'{self.workdir} holds a run with the overrides {recorded}, but sweep member '
+                       f'{self.name} now has {wanted} (did the sweep file change?); move that directory '
+                       'away or use another --workdir')
+
+  def write_record(self, base: list[str]) -> None:
+    tmp = f'{self.record_path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+      json.dump({'name': self.name, 'overrides': _jsonable(self.overrides), 'base_args': base}, f, indent=1)
+    os.replace(tmp, self.record_path)
+
 
 def base_args(argv: list[str], default_config: str) -> list[str]:
   """The --config flag (made absolute) and its overrides, as given, to repeat for every member."""
-  out = [] if any(a.startswith('--config=') for a in argv) else [f'--config={default_config}']
-  for arg in argv:
+  joined, i = [], 0
+  while i < len(argv):  # '--config PATH' and '--config.x VALUE' as '--config=PATH', '--config.x=VALUE'
+    arg = argv[i]
+    if (arg == '--config' or arg.startswith('--config.') and '=' not in arg) and i + 1 < len(argv) \
+        and not argv[i + 1].startswith('--'):
+      arg, i = f'{arg}={argv[i + 1]}', i + 1
+    joined.append(arg)
+    i += 1
+  out = [] if any(a.startswith('--config=') for a in joined) else [f'--config={default_config}']
+  for arg in joined:
     if arg.startswith('--config='):
       path, sep, rest = arg[len('--config='):].partition(':')
       out.append(f'--config={os.path.abspath(path)}{sep}{rest}')
@@ -167,6 +213,7 @@ class Runner:
 
   def _launch(self, member: Member) -> None:
     os.makedirs(member.workdir, exist_ok=True)
+    member.write_record(self.base)
     cmd = command(member, self.base, self.train_script)
     if self.stream:
       proc = subprocess.Popen(cmd)
@@ -253,6 +300,10 @@ def run_sweep(config, sweep_spec: str, workdir: str, base: list[str], *, paralle
     raise ValueError(f'--parallel={parallel} must be at least 1')
   if not os.path.isfile(train_script):
     raise ValueError(f'--train_script={train_script!r} does not exist')
+  workdir = cli.resolve_workdir(workdir)
+  if cli.is_url(workdir):
+    raise ValueError(f'--workdir={workdir!r}: a sweep directory must be a local or network-filesystem '
+                     'path (members write their train.log there); train single runs on gs:// instead')
   cli.check_workdir_writable(workdir)
   workdir = os.path.abspath(workdir)
   members, paper = plan(config, sweep_spec, workdir)
@@ -260,6 +311,9 @@ def run_sweep(config, sweep_spec: str, workdir: str, base: list[str], *, paralle
     raise ValueError(f'--task_index={task_index} is out of range: the sweep has {len(members)} members '
                      f'(0 to {len(members) - 1})')
   selected = members if task_index is None else [members[task_index]]
+  if not dry_run:
+    for m in selected:
+      m.check_record()
   if dry_run:
     for m in selected:
       print(shlex.join(command(m, base, train_script)), file=out)
