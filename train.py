@@ -35,8 +35,10 @@ def main(argv):
   with cli.clean_errors():  # bad input: one line, exit 1 (on every process), workdir untouched
     cli.apply_distributed_flags(config, flags.FLAGS)
     launch.initialize(config)
+    resuming = checkpointing.has_checkpoint(workdir)  # init_from is then not read
     launch.check_agreement(config, lambda c: [cli.check_workdir_writable(workdir),
-                                              train_lib.validate_config(c)])
+                                              train_lib.validate_config(c, resuming=resuming)],
+                           context=f'resuming={resuming}')
   with cli.clean_errors(resilience.WorkdirBusyError, resilience.NonFiniteError,
                         checkpointing.CheckpointMismatchError, input_pipeline.DataNotFoundError,
                         pretrained.PretrainedNotFoundError):  # init_from weights not downloadable here

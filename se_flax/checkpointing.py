@@ -38,6 +38,12 @@ def workdir_path(workdir: str | os.PathLike) -> epath.Path:
   return epath.Path(workdir if cli.is_url(workdir) else os.path.abspath(workdir))
 
 
+def has_checkpoint(workdir: str | os.PathLike) -> bool:
+  """Whether `workdir` holds a committed checkpoint (checkpoints/<step>): a rerun resumes from it."""
+  ckpts = workdir_path(workdir) / 'checkpoints'
+  return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
   """Write `obj` whole or not at all, whenever the process dies: a local file through a rename; an
   object store (gs://) creates an object only when its upload completes, so it is written directly."""

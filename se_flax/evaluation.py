@@ -19,7 +19,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step
   """Restore `step` (default: latest) of `workdir` and evaluate it on every example of `split`."""
   if not (checkpointing.workdir_path(workdir) / 'checkpoints').is_dir():
     raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
-  exp = train_lib.build_experiment(config)
+  exp = train_lib.build_experiment(config, workdir)  # its checkpoint, not init_from, is read
   manager = checkpointing.create_manager(workdir, config, read_only=True)
   state, _ = checkpointing.restore(manager, exp.state, step=step)
   split = split or config.data.eval_split

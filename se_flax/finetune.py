@@ -227,7 +227,7 @@ def variable_shapes(model, image_shape) -> dict[str, Any]:
   return flatten(jax.eval_shape(init))
 
 
-def validate(config, model=None, image_shape=None) -> None:
+def validate(config, model=None, image_shape=None, *, resuming: bool = False) -> None:
   """One-line errors for init_from / init_skip / finetune fields, before the workdir is touched.
 
   init_from: a tag's syntax, a file's or workdir checkpoint's existence, a PyTorch-only tag's
@@ -235,7 +235,8 @@ def validate(config, model=None, image_shape=None) -> None:
   variable and, where the source is on this machine (a workdir, a file, a cached or converted
   tag: shapes read from orbax metadata or the safetensors header, no arrays), that it loads into
   the model (`merge`'s shape check); a tag still to be downloaded is checked when it is loaded.
-  A resumed run is validated alike, so its init_from must still exist.
+  A run `resuming` from its own checkpoint never reads init_from, so its source is not checked
+  (it may be gone).
   """
   init_from, skip, ft = config.init_from, config.init_skip, config.finetune
   if not isinstance(init_from, str):
@@ -253,7 +254,7 @@ def validate(config, model=None, image_shape=None) -> None:
     raise ValueError(f'finetune.freeze_backbone_steps={ft.freeze_backbone_steps!r} must be an integer >= 0')
   if not isinstance(ft.freeze_bn_stats, bool):
     raise ValueError(f'finetune.freeze_bn_stats={ft.freeze_bn_stats!r} must be True or False')
-  if init_from:
+  if init_from and not resuming:
     _validate_source(init_from, config.model.name)
   if model is not None and (init_from or ft.backbone_lr_multiplier != 1 or ft.freeze_backbone_steps):
     target = variable_shapes(model, image_shape)
@@ -263,7 +264,7 @@ def validate(config, model=None, image_shape=None) -> None:
         if not any(matches(k, (p,)) for k in keys):
           raise ValueError(f'{field} glob {p!r} matches no variable of {config.model.name} (paths look like '
                            f'{_path(keys[0])}, {_path(keys[-1])})')
-    if init_from:  # the shape check of the load itself, on shapes only, before the workdir is touched
+    if init_from and not resuming:  # the shape check of the load itself, on shapes only, before the workdir is touched
       try:
         shapes = source_shapes(init_from, config.model.name)
       except (ValueError, FileNotFoundError) as e:

@@ -229,16 +229,18 @@ def _allgather_text(text: str) -> list[str]:
   return [bytes(row[:n]).decode() for row, n in zip(rows, sizes)]
 
 
-def check_agreement(config: ml_collections.ConfigDict, validate: Callable[[Any], None]) -> None:
+def check_agreement(config: ml_collections.ConfigDict, validate: Callable[[Any], None],
+                    context: str = '') -> None:
   """Validate locally, then make every process fail alike on any disagreement or local error.
 
   One all-gather of (config, validation error) per distinct config: processes that were given
   different configs, or a config that one process rejects (data missing on one host), raise the
   same ValueError on every process before any step, instead of one process exiting while the
-  others wait in a collective.
+  others wait in a collective. A config passed for the same `context` (what else `validate` depends
+  on, such as whether the run resumes) is checked once.
   """
   mine = comparable_config(config)
-  key = json.dumps(mine, sort_keys=True)
+  key = context + json.dumps(mine, sort_keys=True)
   if key in _agreed:
     return
   if jax.process_count() == 1:

@@ -49,7 +49,7 @@ def train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   return int(math.ceil(config.train.num_epochs * steps_per_epoch))
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
+def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False) -> None:
   """Fail fast, with one line naming the bad value, before anything touches the workdir."""
   if config.num_devices is not None and not (
       0 < config.num_devices <= jax.device_count() and jax.process_count() == 1):
@@ -63,7 +63,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   create_model(config, num_classes=2)  # SE settings, dtype, field names
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
   finetune.validate(config, create_model(config, input_pipeline.num_classes(config.data)),
-                    (config.data.image_size, config.data.image_size, channels))  # init_from, finetune
+                    (config.data.image_size, config.data.image_size, channels),
+                    resuming=resuming)  # init_from (unless resuming), finetune
   if config.optim.name not in optim.OPTIMIZERS:
     raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
   if config.schedule.name not in optim.SCHEDULES:
@@ -156,11 +157,16 @@ class Experiment:
   state: TrainState
 
 
-def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
-  """Validate the config, then build mesh, model, schedule and a freshly initialised state."""
+def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = None) -> Experiment:
+  """Validate the config, then build mesh, model, schedule and a freshly initialised state.
+
+  With the `workdir` a run resumes in, a checkpoint there means init_from will not be read.
+  """
   launch.initialize(config)
   enable_compilation_cache(config)
-  launch.check_agreement(config, validate_config)  # every process fails alike, before any step
+  resuming = workdir is not None and checkpointing.has_checkpoint(workdir)
+  launch.check_agreement(config, functools.partial(validate_config, resuming=resuming),
+                         context=f'resuming={resuming}')  # every process fails alike, before any step
   spec = dataclasses.replace(input_pipeline.get_spec(config.data.name),
                              num_classes=input_pipeline.num_classes(config.data))  # data.keep_labels
   image_shape = (config.data.image_size, config.data.image_size, spec.image_shape[-1])
@@ -183,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   On SIGTERM it saves the current step and returns {'preempted': True, 'step': ...}.
   """
-  exp = build_experiment(config)
+  exp = build_experiment(config, workdir)
   workdir = str(checkpointing.workdir_path(workdir))  # absolute, or a URL such as gs://...
   checkpointing.workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   with resilience.WorkdirLock(workdir), resilience.PreemptionWatcher() as preemption:

@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 
 from configs import finetune_digits
-from se_flax import checkpointing, finetune, steps, train_lib
+from se_flax import finetune, steps, train_lib
 from test_train import final_state, scalars, tiny_digits
 
 MODEL = 'seresnet_tiny_cifar'
@@ -49,7 +49,7 @@ def finetune_config(digits_dir, base: str, **changes):
 
 def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir, tmp_path, caplog, monkeypatch):
   """5 of the 10 digits from a 10-class checkpoint: head replaced, everything else loaded, loss
-  falls; resuming the run later does not load init_from again."""
+  falls; resuming the run later does not load init_from again, nor need it to exist."""
   config = finetune_config(digits_dir, base_workdir, finetune__freeze_backbone_steps=5, optim__lr=0.8)
   with caplog.at_level(logging.INFO):
     result = train_lib.train_and_evaluate(config, str(tmp_path))
@@ -71,7 +71,10 @@ def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir
   calls = []
   monkeypatch.setattr(finetune, 'initialise', lambda *a, **k: calls.append(a))
   config.train.num_steps = 22
+  config.init_from = str(tmp_path / 'moved_away')  # the source is gone: a resume must not care
   assert train_lib.train_and_evaluate(config, str(tmp_path))['step'] == 22 and calls == []
+  with pytest.raises(ValueError, match='moved_away'):  # a fresh run does need it
+    train_lib.build_experiment(config, str(tmp_path / 'fresh'))
 
 
 def _fresh(digits_dir, base_workdir, **changes):

@@ -173,7 +173,7 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
   from se_flax.data import input_pipeline
   if not (checkpointing.workdir_path(workdir) / 'checkpoints').is_dir():  # a path or a gs:// URL
     raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
-  exp = train_lib.build_experiment(config)
+  exp = train_lib.build_experiment(config, workdir)  # its checkpoint, not init_from, is read
   num_classes = exp.spec.num_classes
   chosen = parse_classes(classes, num_classes)
   model = steps.create_model(config, num_classes, axis_name=None)
