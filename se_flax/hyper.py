@@ -41,15 +41,17 @@ def fixed(path: str, value: Any) -> list[Overrides]:
   return [{_key(path): value}]
 
 
+def _merged(parts: Sequence[Overrides]) -> Overrides:
+  """One member from one override dict of each sweep (a field set twice to different values is an error)."""
+  merged = {}
+  for part in parts:
+    _merge_into(merged, part)
+  return merged
+
+
 def product(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:
   """Every combination, the first sweep varying slowest (as nested loops would)."""
-  members = []
-  for combo in itertools.product(*sweeps):
-    merged = {}
-    for part in combo:
-      _merge_into(merged, part)
-    members.append(merged)
-  return members
+  return [_merged(combo) for combo in itertools.product(*sweeps)]
 
 
 def zip(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:  # pylint: disable=redefined-builtin
@@ -57,13 +59,7 @@ def zip(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:  # pylint: disabl
   lengths = {len(s) for s in sweeps}
   if len(lengths) > 1:
     raise ValueError(f'hyper.zip needs sweeps of equal length, got lengths {[len(s) for s in sweeps]}')
-  members = []
-  for combo in builtins.zip(*sweeps):
-    merged = {}
-    for part in combo:
-      _merge_into(merged, part)
-    members.append(merged)
-  return members
+  return [_merged(combo) for combo in builtins.zip(*sweeps)]
 
 
 def chain(sweeps: Sequence[list[Overrides]]) -> list[Overrides]:
