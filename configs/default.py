@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.se = se_config()
   config.model.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
   config.model.drop_rate = config_dict.placeholder(float)  # None: the model's default
+  # Start each residual branch's last BatchNorm scale at 0 (None: the model's default, True for
+  # post-activation blocks). Must be False with gate 'tanh'/'relu': gate(0) = 0 would hold both at 0.
+  config.model.zero_init_last_bn = config_dict.placeholder(bool)
   config.model.sync_batch_norm = True  # BatchNorm statistics averaged over all devices
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):

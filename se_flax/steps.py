@@ -53,6 +53,8 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name:
                    axis_name=axis_name if config.model.sync_batch_norm else None)
   if config.model.drop_rate is not None:
     overrides['drop_rate'] = config.model.drop_rate
+  if getattr(config.model, 'zero_init_last_bn', None) is not None:
+    overrides['zero_init_last_bn'] = config.model.zero_init_last_bn
   if getattr(getattr(config, 'finetune', None), 'freeze_bn_stats', False):
     overrides['frozen_batch_norm'] = True  # running statistics kept as loaded
   return models.create(config.model.name, **se_overrides(config), **overrides)

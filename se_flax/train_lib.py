@@ -60,7 +60,7 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   for split in (config.data.train_split, config.data.eval_split):
     input_pipeline.num_examples(config.data, split)  # raises DataNotFoundError if not prepared
   models.spec(config.model.name)
-  create_model(config, num_classes=2)  # SE settings, dtype, field names
+  check_gate_init(create_model(config, num_classes=2))  # SE settings, dtype, field names
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
   finetune.validate(config, create_model(config, input_pipeline.num_classes(config.data)),
                     (config.data.image_size, config.data.image_size, channels),
@@ -86,6 +86,17 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
     if batch % jax.process_count():
       raise ValueError(f'{field}.global_batch_size={batch} must be divisible by the process count '
                        f'{jax.process_count()}')
+
+
+def check_gate_init(model) -> None:
+  """A gate with gate(0) = 0 (tanh, ReLU) on a residual branch whose last BatchNorm scale starts at
+  0 never trains: the branch is 0, so the gate's input is 0, so the gate is 0 and passes no
+  gradient back to the branch (both stay exactly 0; the net is its shortcuts alone)."""
+  se = getattr(model, 'se', None)
+  if (se is not None and se.gate in ('tanh', 'relu') and getattr(model, 'zero_init_last_bn', False)
+      and not model.block.startswith('preact')):
+    raise ValueError(f'model.se.gate={se.gate!r} with zero-initialised last BatchNorm scales never trains the '
+                     'residual branches (gate(0) = 0); set model.zero_init_last_bn=False')
 
 
 def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:

@@ -1,4 +1,8 @@
-"""Excitation non-linearity: sigmoid, tanh, ReLU (paper Table 12), plus the no-SE baseline."""
+"""Excitation non-linearity: sigmoid, tanh, ReLU (paper Table 12), plus the no-SE baseline.
+
+Every member starts its residual branches' last BatchNorm scale at 1, not 0: with a zero start,
+tanh(0) = relu(0) = 0 holds branch and gate at exactly 0 for ever (train_lib.check_gate_init).
+"""
 
 from configs import sweeps
 from se_flax import hyper
@@ -6,7 +10,8 @@ from se_flax import hyper
 
 def get_sweep(config, arg=None):
   del config
-  return sweeps.members(hyper.sweep('config.model.se.gate', ['sigmoid', 'tanh', 'relu']), arg)
+  return hyper.product([sweeps.members(hyper.sweep('config.model.se.gate', ['sigmoid', 'tanh', 'relu']), arg),
+                        hyper.fixed('config.model.zero_init_last_bn', False)])
 
 
 def get_paper(config):
