@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from configs import digits as digits_config
 from configs import cifar10 as cifar10_config
 from configs import imagenet as imagenet_config
-from se_flax import train_lib
+from se_flax import models, optim, train_lib
 from se_flax.data import digits
 from se_flax.data import input_pipeline
 import tfds_mocks
@@ -159,6 +159,7 @@ BAD_VALUES = [  # (config field, bad value, what the one-line error must contain
     ('model.se.reduction', 0, 'reduction=0'),
     ('model.se.gate', 'softmax', "gate='softmax'"),
     ('model.se.placement', 'inside', "placement='inside'"),
+    ('model.se.gate', 'tanh', "gate='tanh' with zero-initialised last BatchNorm"),  # see below
     ('optim.lr', -0.1, 'optim.lr=-0.1'),
     ('train.num_epochs', 0.0, 'train.num_epochs=0'),
     ('train.global_batch_size', 30, 'global_batch_size=30'),
@@ -180,6 +181,27 @@ def test_bad_config_values_are_rejected_in_one_line(digits_dir, field, value, me
   with pytest.raises(ValueError) as e:
     train_lib.validate_config(config)
   assert message in str(e.value) and '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('zero_init', [True, False])
+def test_tanh_gate_with_zero_initialised_branch_never_trains(zero_init):
+  """Why validate_config refuses gate tanh/relu with zero_init_last_bn: the residual branch and
+  its gate get exactly zero gradient at that start, so they stay 0 for ever."""
+  model = models.create('seresnet_tiny_cifar', num_classes=10, se=dict(gate='tanh'),
+                        zero_init_last_bn=zero_init)
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+  labels = jnp.arange(4)
+  variables = model.init(jax.random.key(1), x)
+
+  def loss(params):
+    logits, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return optim.cross_entropy(logits, labels, 10).mean()
+
+  grads = jax.grad(loss)(variables['params'])
+  branch = [grads[k]['bn2']['scale'] for k in grads if k.startswith('layer')]
+  gate = [grads[k]['se']['fc2']['kernel'] for k in grads if k.startswith('layer')]
+  stuck = all(not jnp.any(g) for g in branch + gate)
+  assert stuck == zero_init, [float(jnp.abs(g).max()) for g in branch]
 
 
 def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
