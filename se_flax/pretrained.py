@@ -23,6 +23,7 @@ import sys
 from typing import Any, NamedTuple
 
 from se_flax import convert
+from se_flax.models import registry
 
 HUB_PREFIX = 'hf-hub:'
 HUB_FILENAME = 'model.safetensors'  # what timm publishes in every timm/<tag> hub repo
@@ -208,9 +209,7 @@ def tags(name: str | None = None) -> list[str]:
 
 def get(tag: str) -> Tag:
   if tag not in TAGS:
-    import difflib
-    close = difflib.get_close_matches(tag, TAGS, n=4, cutoff=0.6)
-    hint = f'; did you mean {", ".join(close)}?' if close else ''
+    hint = registry.did_you_mean(tag, TAGS, n=4, cutoff=0.6)
     raise ValueError(f'unknown pretrained tag {tag!r}{hint} (`python -m se_flax.pretrained` lists all {len(TAGS)})')
   return TAGS[tag]
 

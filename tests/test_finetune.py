@@ -14,7 +14,7 @@ import safetensors.numpy
 
 from configs import finetune_digits
 from se_flax import finetune, steps, train_lib
-from test_train import final_state, scalars, tiny_digits
+from test_train import final_state, scalars, set_field, tiny_digits
 
 MODEL = 'seresnet_tiny_cifar'
 
@@ -39,11 +39,7 @@ def finetune_config(digits_dir, base: str, **changes):
                       eval_every_epochs=0.0)
   config.eval.global_batch_size = 64
   for key, value in changes.items():
-    *parents, leaf = key.split('__')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    set_field(config, key, value, sep='__')
   return config
 
 
@@ -171,11 +167,7 @@ BAD = [  # (field, value, message)
 @pytest.mark.parametrize('field, value, message', BAD, ids=[f'{b[0]}={b[1]}' for b in BAD])
 def test_bad_finetune_fields_are_one_line_errors(digits_dir, base_workdir, field, value, message):
   config = finetune_config(digits_dir, base_workdir)
-  *parents, leaf = field.split('.')
-  node = config
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
+  set_field(config, field, value)
   with pytest.raises(ValueError) as info:
     train_lib.validate_config(config)
   assert message in str(info.value) and '\n' not in str(info.value), str(info.value)

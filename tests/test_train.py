@@ -153,6 +153,15 @@ def test_eval_is_exact_for_any_batch_and_device_count(digits_dir):
     assert got['loss'] == pytest.approx(expected_loss, rel=1e-5), (num_devices, batch)
 
 
+def set_field(config, dotted: str, value, sep: str = '.') -> None:
+  """config['a']['b'] = value for dotted='a.b', as the ConfigDict's own (type-checked) assignment."""
+  *parents, leaf = dotted.split(sep)
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
 BAD_VALUES = [  # (config field, bad value, what the one-line error must contain)
     ('model.name', 'seresnet5', "unknown model 'seresnet5'"),
     ('data.name', 'imagenet', "'imagenet'"),
@@ -173,11 +182,7 @@ BAD_VALUES = [  # (config field, bad value, what the one-line error must contain
 def test_bad_config_values_are_rejected_in_one_line(digits_dir, field, value, message):
   """The checks train.py runs before touching the workdir (the CLI path is tested below)."""
   config = tiny_digits(digits_dir)
-  *parents, leaf = field.split('.')
-  node = config
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
+  set_field(config, field, value)
   with pytest.raises(ValueError) as e:
     train_lib.validate_config(config)
   assert message in str(e.value) and '\n' not in str(e.value)

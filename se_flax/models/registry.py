@@ -64,11 +64,16 @@ def names(pattern: str | None = None) -> list[str]:
   return [n for n in all_names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
+def did_you_mean(name: str, choices, n: int = 5, cutoff: float = 0.5) -> str:
+  """'; did you mean a, b?' naming the choices closest to a mistyped `name`, or '' if none is close."""
+  close = difflib.get_close_matches(name, choices, n=n, cutoff=cutoff)
+  return f'; did you mean {", ".join(close)}?' if close else ''
+
+
 def spec(name: str) -> ModelSpec:
   if name not in _REGISTRY:
-    close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
-    hint = f'; did you mean {", ".join(close)}?' if close else ''
-    raise ValueError(f'unknown model {name!r}{hint} (se_flax.models.names() lists all {len(_REGISTRY)})')
+    raise ValueError(f'unknown model {name!r}{did_you_mean(name, _REGISTRY)} (se_flax.models.names() lists '
+                     f'all {len(_REGISTRY)})')
   return _REGISTRY[name]
 
 
