@@ -1,6 +1,7 @@
-"""scripts/slurm/train.sbatch's decision after train.py, without SLURM: requeue, finish or fail.
+"""scripts/slurm without SLURM: train.sbatch's decision after train.py (requeue, finish or fail), and
+the checkpoint-save timer that docs/clusters.md quotes.
 
-The script runs under bash with the environment a batch job has (SLURM_JOB_ID, SLURM_RESTART_COUNT,
+train.sbatch runs under bash with the environment a batch job has (SLURM_JOB_ID, SLURM_RESTART_COUNT,
 ...) and with `srun` and `scontrol` replaced by stand-ins that record their arguments: `srun`
 exits with the status asked for, and the real final_eval.json check (Python, etils) decides.
 tests/test_slurm.py runs the same script on a real SLURM cluster.
@@ -9,6 +10,7 @@ tests/test_slurm.py runs the same script on a real SLURM cluster.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -98,3 +100,17 @@ def test_failed_training_and_bad_input_are_not_requeued(tmp_path, unfinished):
   assert (rc, calls) == (1, [])
   assert out.splitlines()[-1] == ('error: SE_FLAX_MAX_RESTARTS=many must be a whole number of restarts '
                                   '(default 20)')
+
+
+def test_save_timer_saves_the_configs_state_and_reports_each_save(tmp_path):
+  """scripts/slurm/time_checkpoint_save.py: the command docs/clusters.md gives, on the tiny model."""
+  out = subprocess.run([sys.executable, 'scripts/slurm/time_checkpoint_save.py',
+                        '--config=configs/digits.py:seresnet_tiny_cifar', '--repeats=2', f'--workdir={tmp_path}'],
+                       cwd=cli_runs.REPO, env=cli_runs.env_for(1), capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert re.fullmatch(r'seresnet_tiny_cifar: train state \d+\.\d MiB in \d+ arrays \(1 cpu device\(s\), jax \S+\)',
+                      lines[0]), lines
+  assert [re.sub(r'\d+\.\d\d', 'T', line) for line in lines[1:]] == [
+      'save 1: save() returned after T s, committed after T s', 'save 2: save() returned after T s, committed after T s']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']  # committed, nothing left half-written
