@@ -5,8 +5,9 @@ once, before any computation, and every process runs the same program on its own
 
 - `none`: no launcher below; one process, `jax.distributed` is not started.
 - `slurm`: a job step started by `srun` (`SLURM_JOB_ID`, `SLURM_STEP_NODELIST`, `SLURM_PROCID`). The
-  coordinator is the step's first node at the port JAX itself derives from the job id (or
-  `JAX_COORDINATOR_PORT`); process count and id come from SLURM; local devices as below.
+  coordinator is `JAX_COORDINATOR_ADDRESS` if set (as JAX itself reads it), else the step's first
+  node at the port JAX derives from the job id (or `JAX_COORDINATOR_PORT`); process count and id
+  come from SLURM; local devices as below.
 - `tpu`: a Cloud TPU VM (`TPU_WORKER_HOSTNAMES`, `TPU_PROCESS_ADDRESSES`, `MEGASCALE_*`, or TPU chips
   on the PCI bus): `jax.distributed.initialize()` without arguments, JAX reads the pod's metadata.
 - `explicit`: `config.distributed.{coordinator_address,num_processes,process_id}` (or the flags of
@@ -14,11 +15,13 @@ once, before any computation, and every process runs the same program on its own
 - `auto`: `config.distributed.initialize=True` and nothing above: JAX's other detectors (Open MPI,
   Kubernetes, ...).
 
-Local devices under SLURM: one task per node (process per host), or GPUs bound to each task (by
-`--gpus-per-task`, or `--gpu-bind` leaving a task fewer visible GPUs than the node has tasks), use
-every device the process sees; several tasks per node that all see the node's GPUs each drive the
-one at index `SLURM_LOCALID` (JAX's convention). `JAX_LOCAL_DEVICE_IDS` overrides both. A batch script's own shell is not a job step: `python train.py` there runs one
-process; start the processes with `srun`.
+Local devices under SLURM (`slurm_local_devices`): one task per node (process per host), or GPUs
+bound to each task (`--gpus-per-task`, `--gpu-bind=single:1`), use every device the process sees;
+several tasks per node that all see the node's GPUs each drive the one at index `SLURM_LOCALID`
+(JAX's convention). Bindings that would make a GPU local to two processes (`--gpu-bind=closest`
+with more tasks than NUMA domains) are refused with a one-line error. `JAX_LOCAL_DEVICE_IDS`
+overrides all of this. A batch script's own shell is not a job step: `python train.py` there runs
+one process; start the processes with `srun`.
 
 `config.distributed.initialize`: None (default) initializes whenever the launcher implies more than
 one process (or cannot tell, on a TPU VM), True always, False never.
@@ -106,43 +109,86 @@ def _slurm(env: Mapping[str, str]) -> Launch | None:
     return None
   job, step = int(env['SLURM_JOB_ID']), env.get('SLURM_STEP_ID', '?')
   num_processes = int(env.get('SLURM_STEP_NUM_TASKS') or env['SLURM_NTASKS'])
-  port = env.get('JAX_COORDINATOR_PORT') or str(job % 2**12 + 65535 - 2**12 + 1)  # JAX's choice
+  node = env.get('SLURMD_NODENAME', socket.gethostname())
   local_tasks = tasks_on_node(env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE')
                               or '1', int(env.get('SLURM_NODEID', 0)))
-  local_ids = None  # every device the process sees
-  if local_tasks > 1 and not _gpus_bound_to_task(env, local_tasks) and 'JAX_LOCAL_DEVICE_IDS' not in env:
-    local_ids = (int(env.get('SLURM_LOCALID', 0)),)
-  return Launch('slurm', num_processes, int(env['SLURM_PROCID']),
-                f'{first_host(env["SLURM_STEP_NODELIST"])}:{port}', local_ids,
+  coordinator, origin = env.get('JAX_COORDINATOR_ADDRESS'), ' (JAX_COORDINATOR_ADDRESS)'
+  if coordinator is None:  # JAX's own choice: the step's first node, a port derived from the job id
+    port = env.get('JAX_COORDINATOR_PORT') or str(job % 2**12 + 65535 - 2**12 + 1)
+    coordinator, origin = f'{first_host(env["SLURM_STEP_NODELIST"])}:{port}', ''
+  elif not re.fullmatch(r'.+:\d+', coordinator):
+    raise ValueError(f'JAX_COORDINATOR_ADDRESS={coordinator!r} must be host:port (or unset it: under srun '
+                     'the coordinator is the first node of the step)')
+  return Launch('slurm', num_processes, int(env['SLURM_PROCID']), coordinator,
+                slurm_local_devices(env, local_tasks, node),
                 f'job {job} step {step}, {env.get("SLURM_STEP_NUM_NODES", "?")} node(s), '
-                f'{local_tasks} task(s) on {env.get("SLURMD_NODENAME", socket.gethostname())}')
+                f'{local_tasks} task(s) on {node}{origin}')
 
 
-def _gpus_bound_to_task(env: Mapping[str, str], local_tasks: int) -> bool:
-  """Whether SLURM gave each task its own GPUs: `--gpus-per-task` (SLURM_GPUS_PER_TASK, or gpu in
-  SLURM_TRES_PER_TASK), or a task that sees fewer GPUs than there are tasks on its node (--gpu-bind,
-  where index SLURM_LOCALID would not exist)."""
-  if 'SLURM_GPUS_PER_TASK' in env or 'gpu' in env.get('SLURM_TRES_PER_TASK', ''):
-    return True
-  visible = env.get('CUDA_VISIBLE_DEVICES') or env.get('ROCR_VISIBLE_DEVICES')
-  return bool(visible) and len([d for d in visible.split(',') if d.strip()]) < local_tasks
+def _count(ids: str | None) -> int | None:
+  """'0,1,5' -> 3 (GPU indices or UUIDs); None for unset or empty."""
+  return len([i for i in (ids or '').split(',') if i.strip()]) or None
+
+
+def slurm_local_devices(env: Mapping[str, str], local_tasks: int, node: str = '?') -> tuple[int, ...] | None:
+  """The devices of a task that shares its node with `local_tasks - 1` others (None: all it sees).
+
+  srun sets SLURM_GPUS_ON_NODE (the step's GPUs on this node) and, per task, CUDA_VISIBLE_DEVICES
+  (ROCR_VISIBLE_DEVICES on AMD) to the GPUs the task may use, unset under --gpu-bind=none. Tasks
+  that see all of the node's GPUs each drive the one at index SLURM_LOCALID (JAX's convention).
+  Tasks that see fewer drive all they see, if together they see no more GPUs than the node has
+  (--gpus-per-task, --gpu-bind=single:1 with a task per GPU). Otherwise a GPU would be local to
+  several processes (--gpu-bind=closest: each task sees every GPU of its NUMA domain), which JAX
+  does not allow: refused, as are more tasks than GPUs. A count that fits is necessary, not
+  sufficient: two tasks given the same GPU by an explicit map_gpu list are not detected here.
+  Without SLURM_GPUS_ON_NODE (or SLURM_JOB_GPUS), fewer visible GPUs than tasks is taken as a
+  binding of disjoint GPUs.
+  """
+  if local_tasks <= 1 or 'JAX_LOCAL_DEVICE_IDS' in env:  # JAX reads JAX_LOCAL_DEVICE_IDS itself
+    return None
+  local_id = (int(env.get('SLURM_LOCALID', 0)),)
+  on_node = (int(env['SLURM_GPUS_ON_NODE']) if env.get('SLURM_GPUS_ON_NODE', '').isdigit()
+             else _count(env.get('SLURM_JOB_GPUS'))) or None
+  name = next((k for k in ('CUDA_VISIBLE_DEVICES', 'ROCR_VISIBLE_DEVICES') if _count(env.get(k))), None)
+  if on_node is None:  # CPU devices, or GPUs that SLURM does not count
+    per_task = 'SLURM_GPUS_PER_TASK' in env or 'gpu' in env.get('SLURM_TRES_PER_TASK', '')
+    bound = per_task or (name is not None and _count(env[name]) < local_tasks)
+    return None if bound else local_id
+  visible = _count(env[name]) if name else on_node  # nothing listed: no binding, all GPUs visible
+  shown = f'{name}={env[name]}' if name else 'no CUDA_VISIBLE_DEVICES'
+  seen = f'{local_tasks} tasks on node {node} each see {visible} of its {on_node} GPUs ({shown})'
+  if visible >= on_node and local_tasks > on_node:
+    raise ValueError(f'{seen}: more tasks than GPUs, and each GPU must belong to one process; start at most '
+                     f'one task per GPU (--ntasks-per-node={on_node}), or bind GPUs per task (--gpus-per-task=N)')
+  if visible < on_node and visible * local_tasks > on_node:
+    raise ValueError(f'{seen}: their GPUs overlap (e.g. --gpu-bind=closest), and each GPU must belong to one '
+                     'process; bind disjoint GPUs per task (--gpus-per-task=N, or --gpu-bind=single:1 with one '
+                     'task per GPU), or let every task see all GPUs (--gpu-bind=none) so that task i drives GPU i')
+  return local_id if visible >= on_node else None
 
 
 def has_tpu_chips() -> bool:
-  """TPU chips on this machine's PCI bus (JAX's own check; False where JAX cannot tell)."""
+  """TPU chips on this machine's PCI bus, by JAX's own check (the one that makes JAX treat the
+  machine as a Cloud TPU VM). JAX has no public function for it: should this JAX have moved it,
+  fail loudly rather than start a pod's hosts as unrelated single-process runs."""
   try:
     from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
-    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
-  except Exception:  # pylint: disable=broad-except
-    return False
+    count = hardware_utils.num_available_tpu_chips_and_device_id
+  except (ImportError, AttributeError) as e:
+    raise RuntimeError(
+        f'cannot tell whether this machine has TPU chips: jax {jax.__version__} has no '
+        f'jax._src.hardware_utils.num_available_tpu_chips_and_device_id ({e}); set '
+        '--config.distributed.initialize=True on a TPU pod (False for one process), or give '
+        '--coordinator_address, --num_processes and --process_id') from e
+  return count()[0] > 0
 
 
-def _tpu(env: Mapping[str, str], tpu_host: bool) -> Launch | None:
+def _tpu(env: Mapping[str, str], tpu_host: Callable[[], bool]) -> Launch | None:
   hosts = env.get('TPU_PROCESS_ADDRESSES') or env.get('TPU_WORKER_HOSTNAMES')
   if hosts:
     n = len(hosts.split(',')) * int(env.get('MEGASCALE_NUM_SLICES') or 1)
     return Launch('tpu', n, None, detail=f'{n} host(s) from the environment')
-  if any(k in env for k in _TPU_ENV) or tpu_host:
+  if any(k in env for k in _TPU_ENV) or tpu_host():
     return Launch('tpu', None, None, detail='Cloud TPU VM; hosts from its metadata')
   return None
 
@@ -155,7 +201,13 @@ def detect(dist: ml_collections.ConfigDict | Mapping[str, Any], env: Mapping[str
   if wanted is False:
     return Launch('none', detail='config.distributed.initialize=False')
   explicit = {k: dist.get(k) for k in EXPLICIT_FIELDS if dist.get(k) is not None}
-  found = _slurm(env) or _tpu(env, has_tpu_chips() if tpu_host is None else tpu_host)
+
+  def on_tpu_vm() -> bool:  # probed only where the answer changes the launch
+    if tpu_host is not None:
+      return tpu_host
+    return not (len(explicit) == 3 or wanted and not explicit) and has_tpu_chips()
+
+  found = _slurm(env) or _tpu(env, on_tpu_vm)
   if len(explicit) == 3:
     launch = Launch('explicit', **explicit, local_device_ids=found and found.local_device_ids,
                     detail=f'inside {found.launcher}' if found else '')

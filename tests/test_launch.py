@@ -62,6 +62,81 @@ def test_srun_local_devices(extra, want):
   assert detect({**SRUN_2_TASKS, **extra}).local_device_ids == want
 
 
+def srun_on_8_gpus(tasks: int, local_id: int, visible: str | None, **extra) -> dict[str, str]:
+  """Task `local_id` of `tasks` on a node whose step has 8 GPUs, with the CUDA_VISIBLE_DEVICES that
+  srun gave it (None: unset): the variables SLURM 22.05 set on a node with 8 GPUs in two NUMA domains
+  (GPUs 0-3 and 4-7), read in steps of srun -n8 --gpus-per-node=8 [--gpu-bind=closest|single:1],
+  srun -n8 --gpus-per-task=1, srun -n2 --gpus-per-task=4 [--gpu-bind=none]."""
+  env = {**SRUN_2_TASKS, 'SLURM_STEP_NODELIST': 'gpu[1-2]', 'SLURMD_NODENAME': 'gpu1', 'SLURM_NTASKS': str(2 * tasks),
+         'SLURM_STEP_NUM_TASKS': str(2 * tasks), 'SLURM_STEP_TASKS_PER_NODE': f'{tasks}(x2)', 'SLURM_NODEID': '0',
+         'SLURM_PROCID': str(local_id), 'SLURM_LOCALID': str(local_id), 'SLURM_GPUS_ON_NODE': '8', **extra}
+  if visible is not None:
+    env['CUDA_VISIBLE_DEVICES'] = env['SLURM_STEP_GPUS'] = visible
+  return env
+
+
+@pytest.mark.parametrize('env, want', [
+    (srun_on_8_gpus(8, 5, '0,1,2,3,4,5,6,7'), (5,)),  # no binding: task i drives GPU i
+    (srun_on_8_gpus(8, 5, '5'), None),  # --gpus-per-task=1 or --gpu-bind=single:1: its one GPU
+    (srun_on_8_gpus(2, 1, '4,5,6,7'), None),  # --gpus-per-task=4, or closest with one task per domain
+    (srun_on_8_gpus(2, 1, None, SLURM_GPUS_PER_TASK='4'), (1,)),  # --gpu-bind=none: all see all 8
+])
+def test_srun_gpu_bindings(env, want):
+  assert detect(env).local_device_ids == want
+
+
+@pytest.mark.parametrize('env, error', [
+    (srun_on_8_gpus(8, 5, '0,1,2,3'),  # --gpu-bind=closest, 8 tasks: each GPU would be local to 4 processes
+     '8 tasks on node gpu1 each see 4 of its 8 GPUs (CUDA_VISIBLE_DEVICES=0,1,2,3): their GPUs overlap '
+     '(e.g. --gpu-bind=closest), and each GPU must belong to one process; bind disjoint GPUs per task '
+     '(--gpus-per-task=N, or --gpu-bind=single:1 with one task per GPU), or let every task see all GPUs '
+     '(--gpu-bind=none) so that task i drives GPU i'),
+    (srun_on_8_gpus(16, 9, '0,1,2,3,4,5,6,7'),
+     '16 tasks on node gpu1 each see 8 of its 8 GPUs (CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7): more tasks than '
+     'GPUs, and each GPU must belong to one process; start at most one task per GPU (--ntasks-per-node=8), '
+     'or bind GPUs per task (--gpus-per-task=N)'),
+    (srun_on_8_gpus(16, 9, None),
+     '16 tasks on node gpu1 each see 8 of its 8 GPUs (no CUDA_VISIBLE_DEVICES): more tasks than GPUs, and '
+     'each GPU must belong to one process; start at most one task per GPU (--ntasks-per-node=8), or bind '
+     'GPUs per task (--gpus-per-task=N)'),
+])
+def test_srun_gpu_bindings_that_share_a_gpu_are_refused(env, error):
+  """A GPU local to several processes would be counted once per process (a 2-node job of 8 tasks
+  per node, each seeing 4 GPUs, would report 64 devices instead of 16)."""
+  with pytest.raises(ValueError) as e:
+    detect(env)
+  assert str(e.value) == error
+  assert detect({**env, 'JAX_LOCAL_DEVICE_IDS': '0'}).local_device_ids is None  # the user's choice wins
+
+
+def test_srun_honours_jax_coordinator_address():
+  got = detect({**SRUN_2_TASKS, 'JAX_COORDINATOR_ADDRESS': 'head.cluster:1234', 'SLURMD_NODENAME': 'node01'})
+  assert got.coordinator_address == 'head.cluster:1234'
+  assert got.initialize_kwargs()['coordinator_address'] == 'head.cluster:1234'
+  assert got.detail == 'job 4100 step 0, 1 node(s), 2 task(s) on node01 (JAX_COORDINATOR_ADDRESS)'
+  flags = detect({**SRUN_2_TASKS, 'JAX_COORDINATOR_ADDRESS': 'head:1'}, coordinator_address='other:2')
+  assert flags.coordinator_address == 'other:2'  # --coordinator_address wins, as in jax.distributed
+  with pytest.raises(ValueError) as e:
+    detect({**SRUN_2_TASKS, 'JAX_COORDINATOR_ADDRESS': 'head'})
+  assert str(e.value) == ("JAX_COORDINATOR_ADDRESS='head' must be host:port (or unset it: under srun the "
+                          'coordinator is the first node of the step)')
+
+
+def test_tpu_probe_is_jaxs_own_and_fails_loudly(monkeypatch):
+  from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
+  assert launch.has_tpu_chips() is (hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0)
+  monkeypatch.delattr(hardware_utils, 'num_available_tpu_chips_and_device_id')
+  with pytest.raises(RuntimeError, match=r'^cannot tell whether this machine has TPU chips: jax \S+ has no '
+                                         r'jax\._src\.hardware_utils\.num_available_tpu_chips_and_device_id'):
+    launch.detect(dist(), env={})  # nothing else decides: the probe must answer
+  # Where the answer changes nothing, nothing is probed.
+  assert launch.detect(dist(initialize=False)).launcher == 'none'
+  assert launch.detect(dist(initialize=True), env={}).launcher == 'auto'
+  assert launch.detect(dist(coordinator_address='h:1', num_processes=2, process_id=0), env={}).launcher == 'explicit'
+  assert launch.detect(dist(), env=SRUN_2_TASKS).launcher == 'slurm'
+  assert launch.detect(dist(), env={'TPU_WORKER_HOSTNAMES': 'h0,h1'}).launcher == 'tpu'
+
+
 def test_slurm_node_lists_and_ports():
   assert launch.first_host('gpu[007-015,020],cpu1') == 'gpu007'
   assert launch.first_host('a1,b2') == 'a1'
