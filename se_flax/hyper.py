@@ -175,8 +175,9 @@ def load_sweep(spec: str, config: ml_collections.ConfigDict):
   members = [{_key(k): v for k, v in m.items()} for m in members]
   if not members:
     raise ValueError(f'sweep {spec!r} has no members')
-  for m in members:
-    apply_overrides(config, m)  # unknown fields and bad types fail here, before anything runs
+  for m in members:  # unknown fields, bad types, values train.py's command line cannot carry: fail here
+    apply_overrides(config, m)
+    override_flags(m)
   return module, members
 
 
@@ -198,9 +199,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> 
 
 
 def override_flags(overrides: Overrides) -> list[str]:
-  """Command-line spelling for train.py: ['--config.model.se.reduction=8', ...]."""
+  """Command-line spelling for train.py: ['--config.model.se.reduction=8', ...].
+
+  A tuple is spelled as a Python literal, `(3,)` for one element. None has no command-line
+  spelling (ml_collections would read 'None' as a string, or fail to parse it as a number), so
+  it is refused: leave the field out of that member instead, which keeps the base config's value.
+  """
   flags = []
   for k, v in overrides.items():
+    if v is None:
+      raise ValueError(f'sweep override {_key(k)}=None cannot be passed to train.py on its command line; '
+                       'leave the field out of that member to keep the base config\'s value')
     if isinstance(v, (tuple, list)):
       v = '(' + ', '.join(repr(x) for x in v) + (',)' if len(v) == 1 else ')')
     flags.append(f'--config.{_key(k)}={v}')
