@@ -1,4 +1,4 @@
-"""What train.py and eval.py share: error reporting, workdir defaults, quieter logs."""
+"""What the command-line programs share: config and distributed flags, one-line errors, quieter logs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import sys
+
+from se_flax import errors
 
 
 class _DropLibraryChatter(logging.Filter):
@@ -21,32 +23,6 @@ class _DropLibraryChatter(logging.Filter):
 def quiet_library_logs() -> None:
   from absl import logging as absl_logging
   absl_logging.get_absl_handler().addFilter(_DropLibraryChatter())
-
-
-def default_workdir(config) -> str:
-  return os.path.join('workdirs', f'{config.data.name}_{config.model.name}')
-
-
-def resolve_workdir(workdir: str) -> str:
-  """'file:///a/b' -> '/a/b'; local paths and other URLs (gs://, s3://) stay as they are."""
-  return workdir[len('file://'):] if workdir.startswith('file://') else workdir
-
-
-def is_url(path: str) -> bool:
-  return '://' in str(path)
-
-
-def check_workdir_writable(workdir: str) -> None:
-  """Refuse an unwritable local workdir before anything is created. A URL (gs://...) is not probed:
-  that would write to it; its storage client fails on the first write instead."""
-  workdir = resolve_workdir(workdir)
-  if is_url(workdir):
-    return
-  path = os.path.abspath(workdir)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-    raise ValueError(f'workdir {workdir!r} is not writable ({path!r} is not a writable directory)')
 
 
 def define_distributed_flags() -> None:
@@ -110,9 +86,9 @@ def load_config(flag_values):
 
 @contextlib.contextmanager
 def clean_errors(*kinds: type[BaseException]):
-  """Errors of `kinds` (default: configuration and data errors) end the program with one line on
-  stderr and exit code 1; set SE_FLAX_TRACEBACK=1 to see the traceback instead."""
-  kinds = kinds or (ValueError, FileNotFoundError)  # DataNotFoundError is both
+  """Errors of `kinds` (default: errors.INPUT_ERRORS) end the program with one line on stderr and
+  exit code 1; set SE_FLAX_TRACEBACK=1 to see the traceback instead."""
+  kinds = kinds or errors.INPUT_ERRORS
   try:
     yield
   except kinds as e:

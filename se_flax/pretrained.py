@@ -23,6 +23,7 @@ import sys
 from typing import Any, NamedTuple
 
 from se_flax import convert
+from se_flax import errors
 from se_flax.models import registry
 
 HUB_PREFIX = 'hf-hub:'
@@ -186,7 +187,7 @@ PTH_ONLY = {
 TAGS: dict[str, Tag] = {row[0]: Tag(*row, *_MEAN_STD.get(row[0], ())) for row in _ROWS}
 
 
-class PretrainedNotFoundError(FileNotFoundError):
+class PretrainedNotFoundError(errors.UserError, FileNotFoundError):
   """The weights a `pretrained=` value names are neither on disk nor downloadable here."""
 
 
