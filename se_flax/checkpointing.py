@@ -62,9 +62,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
                    read_only: bool = False) -> ocp.CheckpointManager:
   """Async manager in `<workdir>/checkpoints`, keeping the last `train.keep_checkpoints`."""
-  # Replica-parallel saving slices every replicated array with a jitted op per shape: ~100
-  # compilations (5-7 s on 2 CPU cores) at a process's first save. The state is replicated, so
-  # one replica writes each array whole instead.
+  # Replica-parallel saving compiles a slicing op per array shape at a process's first save
+  # (docs/speed_notes.md, section 6). The state is replicated, so one replica writes each array whole.
   ocp.type_handlers.register_type_handler(
       jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
   options = ocp.CheckpointManagerOptions(
