@@ -35,7 +35,7 @@ from flax import traverse_util
 from se_flax import models
 from se_flax import trees
 
-# Registry names that timm also has (shared/reference/senet_facts.md (timm 1.0.31 model table), section 1).
+# Registry names that timm 1.0.31 also has (docs/reference.md, section 1).
 TIMM_NAMES = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
     'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
