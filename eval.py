@@ -32,14 +32,9 @@ cli.define_distributed_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
+  config = cli.program_config(argv)
   from se_flax import run
-
   FLAGS = flags.FLAGS
-  config = cli.load_config(FLAGS)
-  cli.apply_distributed_flags(config, FLAGS)
   with cli.clean_errors():
     result = run.evaluate(config, workdir=FLAGS.workdir, step=FLAGS.step, split=FLAGS.split,
                           pretrained=FLAGS.pretrained, timm_model=FLAGS.timm_model,

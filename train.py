@@ -24,13 +24,8 @@ cli.define_distributed_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
+  config = cli.program_config(argv)
   from se_flax import errors, run
-
-  config = cli.load_config(flags.FLAGS)
-  cli.apply_distributed_flags(config, flags.FLAGS)
   # Refused input (on every process alike, workdir untouched), a busy workdir, a diverged run: one
   # line, exit 1. Any other error is a bug and keeps its traceback.
   with cli.clean_errors(errors.UserError):

@@ -25,6 +25,9 @@ def quiet_library_logs() -> None:
   absl_logging.get_absl_handler().addFilter(_DropLibraryChatter())
 
 
+_DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
+
+
 def define_distributed_flags() -> None:
   """Flags for multi-process runs without a launcher JAX detects (srun, TPU pods detect themselves);
   each sets the config.distributed field of the same name."""
@@ -32,12 +35,6 @@ def define_distributed_flags() -> None:
   flags.DEFINE_string('coordinator_address', None, 'host:port where process 0 serves jax.distributed.')
   flags.DEFINE_integer('num_processes', None, 'Number of processes of the run.')
   flags.DEFINE_integer('process_id', None, "This process's index in [0, num_processes).")
-
-
-def apply_distributed_flags(config, flag_values) -> None:
-  for name in ('coordinator_address', 'num_processes', 'process_id'):
-    if flag_values[name].value is not None:
-      config.distributed[name] = flag_values[name].value
 
 
 def _one_line(e: BaseException) -> str:
@@ -96,3 +93,18 @@ def clean_errors(*kinds: type[BaseException]):
       raise
     print(f'error: {_one_line(e)}', file=sys.stderr)
     sys.exit(1)
+
+
+def program_config(argv: list[str]):
+  """How a program's main starts: no stray arguments, quieter library logs, and the --config with
+  its overrides and, where the program defines them, the distributed flags applied."""
+  from absl import app
+  from absl import flags
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  quiet_library_logs()
+  config = load_config(flags.FLAGS)
+  for name in _DISTRIBUTED_FLAGS:
+    if name in flags.FLAGS and flags.FLAGS[name].value is not None:
+      config.distributed[name] = flags.FLAGS[name].value
+  return config

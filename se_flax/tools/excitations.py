@@ -196,10 +196,7 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
-  config = cli.load_config(FLAGS)
+  config = cli.program_config(argv)
   with cli.clean_errors():
     if not FLAGS.workdir:
       raise ValueError('--workdir=DIR (a trained run) is required')
