@@ -166,12 +166,11 @@ class Experiment:
   state: TrainState
 
 
-def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, training: bool = False) -> bool:
+def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, training: bool = False) -> None:
   """What every process does first: jax.distributed where the launcher implies several processes,
   the compilation cache, then one validation of the config that every process agrees on (a refusal
-  is the same errors.UserError everywhere, before anything is created). Returns whether `workdir`
-  holds a checkpoint, which a run resumes instead of reading init_from. `training`: the workdir
-  must be writable, too.
+  is the same errors.UserError everywhere, before anything is created). A checkpoint in `workdir`
+  means the run resumes, so init_from is not checked; `training` also wants the workdir writable.
   """
   launch.initialize(config)
   enable_compilation_cache(config)
@@ -183,7 +182,6 @@ def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, trai
     validate_config(c, resuming=resuming)
 
   launch.check_agreement(config, validate, context=f'resuming={resuming}, training={training}')
-  return resuming
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = None, *,
@@ -197,7 +195,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = No
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, batch)
   if steps_per_epoch <= 0:
     raise errors.ConfigError(f'train.global_batch_size={batch} exceeds the {config.data.name!r} train split '
-                     f'({input_pipeline.num_examples(config.data, config.data.train_split)} examples)')
+                             f'({input_pipeline.num_examples(config.data, config.data.train_split)} examples)')
   total_steps = num_train_steps(config, steps_per_epoch)
   mesh = create_mesh(config)
   launch.log_startup(config, mesh)
