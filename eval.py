@@ -32,26 +32,13 @@ cli.define_distributed_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
-  from se_flax import evaluation
-
+  config = cli.program_config(argv)
+  from se_flax import run
   FLAGS = flags.FLAGS
-  config = cli.load_config(FLAGS)
   with cli.clean_errors():
-    cli.apply_distributed_flags(config, FLAGS)
-    if FLAGS.pretrained:
-      if FLAGS.timm_weights:
-        raise ValueError('--pretrained and --timm_weights name two different weights; give one')
-      result = evaluation.evaluate_pretrained(config, FLAGS.pretrained, name=FLAGS.timm_model, split=FLAGS.split)
-    elif FLAGS.timm_weights or FLAGS.timm_model:
-      if not (FLAGS.timm_weights and FLAGS.timm_model):
-        raise ValueError('--timm_model and --timm_weights must be given together')
-      result = evaluation.evaluate_timm(config, FLAGS.timm_model, FLAGS.timm_weights, split=FLAGS.split)
-    else:
-      workdir = cli.resolve_workdir(FLAGS.workdir or cli.default_workdir(config))
-      result = evaluation.evaluate_checkpoint(config, workdir, step=FLAGS.step, split=FLAGS.split)
+    result = run.evaluate(config, workdir=FLAGS.workdir, step=FLAGS.step, split=FLAGS.split,
+                          pretrained=FLAGS.pretrained, timm_model=FLAGS.timm_model,
+                          timm_weights=FLAGS.timm_weights)
   print(f'{result["source"]}: {result["split"]} of {config.data.name}, {result["num_examples"]} examples, '
         f'step {result["step"]}')
   print(f'  top-1 {100 * result["top1"]:.2f}%   top-5 {100 * result["top5"]:.2f}%   loss {result["loss"]:.4f}')

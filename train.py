@@ -2,8 +2,8 @@
 
   python train.py --config=configs/<file>.py[:arg] --workdir=DIR [--config.any.field=value ...]
 
-Resumes automatically from DIR's latest checkpoint. The work is done by
-`se_flax.train_lib.train_and_evaluate`, which a notebook or test can call directly.
+Resumes automatically from DIR's latest checkpoint. The work is done by `se_flax.run.train`
+(`se_flax.train_lib.train_and_evaluate`), which a notebook or test can call directly.
 """
 
 import json
@@ -24,25 +24,12 @@ cli.define_distributed_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
-  from se_flax import checkpointing, launch, pretrained, resilience, train_lib
-  from se_flax.data import input_pipeline
-
-  config = cli.load_config(flags.FLAGS)
-  workdir = cli.resolve_workdir(flags.FLAGS.workdir or cli.default_workdir(config))
-  with cli.clean_errors():  # bad input: one line, exit 1 (on every process), workdir untouched
-    cli.apply_distributed_flags(config, flags.FLAGS)
-    launch.initialize(config)
-    resuming = checkpointing.has_checkpoint(workdir)  # init_from is then not read
-    launch.check_agreement(config, lambda c: [cli.check_workdir_writable(workdir),
-                                              train_lib.validate_config(c, resuming=resuming)],
-                           context=f'resuming={resuming}')
-  with cli.clean_errors(resilience.WorkdirBusyError, resilience.NonFiniteError,
-                        checkpointing.CheckpointMismatchError, input_pipeline.DataNotFoundError,
-                        pretrained.PretrainedNotFoundError):  # init_from weights not downloadable here
-    result = train_lib.train_and_evaluate(config, workdir)
+  config = cli.program_config(argv)
+  from se_flax import errors, run
+  # Refused input (on every process alike, workdir untouched), a busy workdir, a diverged run: one
+  # line, exit 1. Any other error is a bug and keeps its traceback.
+  with cli.clean_errors(errors.UserError):
+    result = run.train(config, flags.FLAGS.workdir)
   logging.info('final eval: %s', result)
   print(json.dumps(result))
 

@@ -1,4 +1,4 @@
-"""CIFAR-10 with the paper's CIFAR recipe (Hu et al., Tables 4-5; shared/reference/senet_facts.md s.4).
+"""CIFAR-10 with the paper's CIFAR recipe (Hu et al., Tables 4-5; docs/reference.md s.4).
 
 Command:   python train.py --config=configs/cifar10.py:seresnet110_cifar --workdir=workdirs/c10_seresnet110
            (arg: any CIFAR model, e.g. resnet110_cifar, seresnet164_cifar, sewrn16_8_cifar)

@@ -1,4 +1,4 @@
-"""ImageNet-1k with the paper's recipe for the Table 2 models (Hu et al.; senet_facts.md s.4).
+"""ImageNet-1k with the paper's recipe for the Table 2 models (Hu et al.; docs/reference.md s.4).
 
 Command:   python train.py --config=configs/imagenet.py:seresnet50 --workdir=gs://.../seresnet50
            (arg: any ImageNet model name, e.g. legacy_seresnet50, seresnext50_32x4d, resnet50)

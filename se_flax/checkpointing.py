@@ -25,17 +25,19 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from se_flax import cli
+from se_flax import errors
+from se_flax import paths
+from se_flax import trees
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """The checkpoint holds a different model (keys or shapes) than the config builds."""
 
 
 def workdir_path(workdir: str | os.PathLike) -> epath.Path:
   """A workdir as a path: URLs (gs://...) as given, 'file://' stripped, local paths made absolute."""
-  workdir = cli.resolve_workdir(os.fspath(workdir))
-  return epath.Path(workdir if cli.is_url(workdir) else os.path.abspath(workdir))
+  workdir = paths.resolve_workdir(os.fspath(workdir))
+  return epath.Path(workdir if paths.is_url(workdir) else os.path.abspath(workdir))
 
 
 def has_checkpoint(workdir: str | os.PathLike) -> bool:
@@ -49,7 +51,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   object store (gs://) creates an object only when its upload completes, so it is written directly."""
   path = workdir_path(path)
   text = json.dumps(obj, indent=1)
-  if cli.is_url(path):
+  if paths.is_url(path):
     path.write_text(text)
     return
   tmp = path.with_name(path.name + '.tmp')
@@ -60,9 +62,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
                    read_only: bool = False) -> ocp.CheckpointManager:
   """Async manager in `<workdir>/checkpoints`, keeping the last `train.keep_checkpoints`."""
-  # Replica-parallel saving slices every replicated array with a jitted op per shape: ~100
-  # compilations (5-7 s on 2 CPU cores) at a process's first save. The state is replicated, so
-  # one replica writes each array whole instead.
+  # Replica-parallel saving compiles a slicing op per array shape at a process's first save
+  # (docs/speed_notes.md, section 6). The state is replicated, so one replica writes each array whole.
   ocp.type_handlers.register_type_handler(
       jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
   options = ocp.CheckpointManagerOptions(
@@ -82,16 +83,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, config: ml_colle
   meta = {'step': int(step), 'data_position': int(step), 'config': config.to_dict()}
   tree = flax.serialization.to_state_dict(state)
   return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                                    meta=ocp.args.JsonSave(_jsonable(meta))),
+                                                    meta=ocp.args.JsonSave(trees.jsonable(meta))),
                       force=force)
 
 
 def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """'params/layer1_0/conv1/kernel' -> shape, for a state tree or orbax's metadata of one."""
-  tree = getattr(tree, 'tree', tree)  # orbax wraps the metadata tree
-  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(getattr(v, 'shape', ()))
-          for path, v in leaves}
+  return {k: tuple(getattr(v, 'shape', ())) for k, v in trees.flatten(tree).items()}
 
 
 def check_compatible(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -160,12 +158,3 @@ def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
   manager.reload()
   return str(dst)
 
-
-def _jsonable(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (str, int, float, bool)) or x is None:
-    return x
-  return str(x)

@@ -1,4 +1,4 @@
-"""What train.py and eval.py share: error reporting, workdir defaults, quieter logs."""
+"""What the command-line programs share: config and distributed flags, one-line errors, quieter logs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import sys
+
+from se_flax import errors
 
 
 class _DropLibraryChatter(logging.Filter):
@@ -23,30 +25,7 @@ def quiet_library_logs() -> None:
   absl_logging.get_absl_handler().addFilter(_DropLibraryChatter())
 
 
-def default_workdir(config) -> str:
-  return os.path.join('workdirs', f'{config.data.name}_{config.model.name}')
-
-
-def resolve_workdir(workdir: str) -> str:
-  """'file:///a/b' -> '/a/b'; local paths and other URLs (gs://, s3://) stay as they are."""
-  return workdir[len('file://'):] if workdir.startswith('file://') else workdir
-
-
-def is_url(path: str) -> bool:
-  return '://' in str(path)
-
-
-def check_workdir_writable(workdir: str) -> None:
-  """Refuse an unwritable local workdir before anything is created. A URL (gs://...) is not probed:
-  that would write to it; its storage client fails on the first write instead."""
-  workdir = resolve_workdir(workdir)
-  if is_url(workdir):
-    return
-  path = os.path.abspath(workdir)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-    raise ValueError(f'workdir {workdir!r} is not writable ({path!r} is not a writable directory)')
+_DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
 
 
 def define_distributed_flags() -> None:
@@ -56,12 +35,6 @@ def define_distributed_flags() -> None:
   flags.DEFINE_string('coordinator_address', None, 'host:port where process 0 serves jax.distributed.')
   flags.DEFINE_integer('num_processes', None, 'Number of processes of the run.')
   flags.DEFINE_integer('process_id', None, "This process's index in [0, num_processes).")
-
-
-def apply_distributed_flags(config, flag_values) -> None:
-  for name in ('coordinator_address', 'num_processes', 'process_id'):
-    if flag_values[name].value is not None:
-      config.distributed[name] = flag_values[name].value
 
 
 def _one_line(e: BaseException) -> str:
@@ -110,9 +83,9 @@ def load_config(flag_values):
 
 @contextlib.contextmanager
 def clean_errors(*kinds: type[BaseException]):
-  """Errors of `kinds` (default: configuration and data errors) end the program with one line on
-  stderr and exit code 1; set SE_FLAX_TRACEBACK=1 to see the traceback instead."""
-  kinds = kinds or (ValueError, FileNotFoundError)  # DataNotFoundError is both
+  """Errors of `kinds` (default: errors.INPUT_ERRORS) end the program with one line on stderr and
+  exit code 1; set SE_FLAX_TRACEBACK=1 to see the traceback instead."""
+  kinds = kinds or errors.INPUT_ERRORS
   try:
     yield
   except kinds as e:
@@ -120,3 +93,18 @@ def clean_errors(*kinds: type[BaseException]):
       raise
     print(f'error: {_one_line(e)}', file=sys.stderr)
     sys.exit(1)
+
+
+def program_config(argv: list[str]):
+  """How a program's main starts: no stray arguments, quieter library logs, and the --config with
+  its overrides and, where the program defines them, the distributed flags applied."""
+  from absl import app
+  from absl import flags
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  quiet_library_logs()
+  config = load_config(flags.FLAGS)
+  for name in _DISTRIBUTED_FLAGS:
+    if name in flags.FLAGS and flags.FLAGS[name].value is not None:
+      config.distributed[name] = flags.FLAGS[name].value
+  return config

@@ -33,8 +33,9 @@ import safetensors.numpy
 from flax import traverse_util
 
 from se_flax import models
+from se_flax import trees
 
-# Registry names that timm also has (shared/reference/senet_facts.md (timm 1.0.31 model table), section 1).
+# Registry names that timm 1.0.31 also has (docs/reference.md, section 1).
 TIMM_NAMES = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
     'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
@@ -173,7 +174,7 @@ def timm_shapes(timm_name: str, shapes: Mapping[str, Any]) -> dict[str, jax.Shap
   init = functools.partial(module.init, train=False)
   variables = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   _check_fit(timm_name, timm_key_map(timm_name, module, variables), shapes)
-  return {'/'.join(k): v for k, v in traverse_util.flatten_dict(variables).items()}
+  return trees.flatten(variables)
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:

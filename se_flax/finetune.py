@@ -29,17 +29,13 @@ import numpy as np
 from se_flax import checkpointing
 from se_flax import convert
 from se_flax import pretrained
+from se_flax.trees import flatten
 
 _LISTED = 8  # keys listed in an error
 
 
 class InitFromMismatchError(checkpointing.CheckpointMismatchError):
   """init_from holds shapes that do not fit the configured model outside init_skip."""
-
-
-def flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
-  """{'params': {'fc': {'kernel': x}}} -> {'params/fc/kernel': x}."""
-  return {'/'.join(k): v for k, v in flax.traverse_util.flatten_dict(dict(variables)).items()}
 
 
 def _path(key: str) -> str:

@@ -42,6 +42,9 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+from se_flax import errors
+from se_flax import trees
+
 LAUNCHERS = ('none', 'slurm', 'tpu', 'explicit', 'auto')
 EXPLICIT_FIELDS = ('coordinator_address', 'num_processes', 'process_id')
 _TPU_ENV = ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES', 'MEGASCALE_COORDINATOR_ADDRESS')
@@ -84,12 +87,12 @@ def first_host(nodelist: str) -> str:
     if rest[0] == '[':
       inner, sep, rest = rest[1:].partition(']')
       if not sep:
-        raise ValueError(f'cannot read SLURM node list {nodelist!r} (unclosed bracket)')
+        raise errors.ConfigError(f'cannot read SLURM node list {nodelist!r} (unclosed bracket)')
       host += re.split(r'[,-]', inner, maxsplit=1)[0]
     else:
       host, rest = host + rest[0], rest[1:]
   if not host:
-    raise ValueError(f'cannot read SLURM node list {nodelist!r}')
+    raise errors.ConfigError(f'cannot read SLURM node list {nodelist!r}')
   return host
 
 
@@ -99,7 +102,7 @@ def tasks_on_node(tasks_per_node: str, node_id: int) -> int:
   for part in tasks_per_node.split(','):
     m = re.fullmatch(r'(\d+)(?:\(x(\d+)\))?', part.strip())
     if not m:
-      raise ValueError(f'cannot read SLURM tasks per node {tasks_per_node!r}')
+      raise errors.ConfigError(f'cannot read SLURM tasks per node {tasks_per_node!r}')
     counts += [int(m.group(1))] * int(m.group(2) or 1)
   return counts[min(node_id, len(counts) - 1)]
 
@@ -218,18 +221,18 @@ def detect(dist: ml_collections.ConfigDict | Mapping[str, Any], env: Mapping[str
   elif explicit:
     missing = ', '.join(f'distributed.{k}' for k in EXPLICIT_FIELDS if k not in explicit)
     given = ', '.join(f'distributed.{k}={v!r}' for k, v in explicit.items())
-    raise ValueError(f'{given} needs {missing} too (or a launcher that provides them: srun, a TPU pod)')
+    raise errors.ConfigError(f'{given} needs {missing} too (or a launcher that provides them: srun, a TPU pod)')
   elif wanted:
     launch = Launch('auto', None, None, detail="JAX's own cluster detection", passed=())
   else:
     return Launch('none')
   n, i = launch.num_processes, launch.process_id
   if n is not None and n < 1:
-    raise ValueError(f'distributed.num_processes={n} must be at least 1')
+    raise errors.ConfigError(f'distributed.num_processes={n} must be at least 1')
   if n is not None and i is not None and not 0 <= i < n:
-    raise ValueError(f'distributed.process_id={i} must be in [0, {n}) for num_processes={n}')
+    raise errors.ConfigError(f'distributed.process_id={i} must be in [0, {n}) for num_processes={n}')
   if launch.coordinator_address is not None and not re.fullmatch(r'.+:\d+', launch.coordinator_address):
-    raise ValueError(f'distributed.coordinator_address={launch.coordinator_address!r} must be host:port')
+    raise errors.ConfigError(f'distributed.coordinator_address={launch.coordinator_address!r} must be host:port')
   return dataclasses.replace(launch, initialize=bool(wanted) or n != 1)
 
 
@@ -260,15 +263,7 @@ def current() -> Launch:
 
 def comparable_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as flat 'a.b' -> JSON-able value, without the fields that differ per process."""
-  def flatten(d, prefix=''):
-    for k, v in d.items():
-      if prefix + k in _NOT_COMPARED:
-        continue
-      if isinstance(v, dict):
-        yield from flatten(v, f'{prefix}{k}.')
-      else:
-        yield prefix + k, v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
-  return dict(flatten(config.to_dict()))
+  return trees.flat_config(config, skip=_NOT_COMPARED)
 
 
 def _allgather_text(text: str) -> list[str]:
@@ -287,23 +282,27 @@ def check_agreement(config: ml_collections.ConfigDict, validate: Callable[[Any],
 
   One all-gather of (config, validation error) per distinct config: processes that were given
   different configs, or a config that one process rejects (data missing on one host), raise the
-  same ValueError on every process before any step, instead of one process exiting while the
-  others wait in a collective. A config passed for the same `context` (what else `validate` depends
-  on, such as whether the run resumes) is checked once.
+  same errors.ConfigError on every process before any step, instead of one process exiting while
+  the others wait in a collective. A single process raises what `validate` raised if it is an
+  errors.UserError, else a ConfigError with its message. A config passed for the same `context`
+  (what else `validate` depends on, such as whether the run resumes) is checked once.
   """
   mine = comparable_config(config)
   key = context + json.dumps(mine, sort_keys=True)
   if key in _agreed:
     return
-  if jax.process_count() == 1:
-    validate(config)
-    _agreed.add(key)
-    return
   try:
     validate(config)
     error = None
-  except (ValueError, FileNotFoundError) as e:
+  except errors.INPUT_ERRORS as e:
+    if jax.process_count() == 1:
+      if isinstance(e, errors.UserError):
+        raise
+      raise errors.ConfigError(str(e)) from e
     error = ' '.join(str(e).split())
+  if jax.process_count() == 1:
+    _agreed.add(key)
+    return
   everyone = [json.loads(t) for t in _allgather_text(json.dumps({'config': mine, 'error': error}))]
   first = everyone[0]['config']
   diffs = []
@@ -313,13 +312,13 @@ def check_agreement(config: ml_collections.ConfigDict, validate: Callable[[Any],
         diffs.append(f'{k}={first.get(k)!r} on process 0 but {other["config"].get(k)!r} on process {p}')
   if diffs:
     more = f' (and {len(diffs) - 4} more)' if len(diffs) > 4 else ''
-    raise ValueError('processes disagree on the config: ' + '; '.join(diffs[:4]) + more
-                     + '; give every process the same --config and overrides')
-  errors = [(p, e['error']) for p, e in enumerate(everyone) if e['error']]
-  if errors:
-    p, message = errors[0]
-    where = '' if len(errors) == len(everyone) else f'on process {p}: '
-    raise ValueError(where + message)
+    raise errors.ConfigError('processes disagree on the config: ' + '; '.join(diffs[:4]) + more
+                             + '; give every process the same --config and overrides')
+  refused = [(p, e['error']) for p, e in enumerate(everyone) if e['error']]
+  if refused:
+    p, message = refused[0]
+    where = '' if len(refused) == len(everyone) else f'on process {p}: '
+    raise errors.ConfigError(where + message)
   _agreed.add(key)
 
 

@@ -23,6 +23,7 @@ import sys
 from typing import Any, NamedTuple
 
 from se_flax import convert
+from se_flax import errors
 from se_flax.models import registry
 
 HUB_PREFIX = 'hf-hub:'
@@ -63,12 +64,12 @@ class Tag:
 
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for the names of
-# shared/reference/senet_facts.md section 1 (`timm.list_pretrained(name)`, `get_pretrained_cfg(tag)`:
+# docs/reference.md section 1 (`timm.list_pretrained(name)`, `get_pretrained_cfg(tag)`:
 # input_size, crop_pct, test_input_size, test_crop_pct, interpolation, mean/std; crop_mode is
 # 'center' throughout). resnet50.bamboo (no classifier) is left out; seresnet18/34/101/152 have
 # no weights. top1: timm's results/results-imagenet.csv (commit 0173a139), measured at the
 # test resolution and crop listed here; resnet34.tv_in1k is missing there and comes from
-# senet_facts.md (73.31). senet_facts.md lists some tags at 224 px instead (e.g. seresnet50.ra2:
+# docs/reference.md (73.31). docs/reference.md lists some tags at 224 px instead (e.g. seresnet50.ra2:
 # 80.26 at 224, 81.28 at 288 here).
 # (tag, input_size, crop_pct, test_size, test_crop_pct, interpolation, top1)
 _ROWS = (
@@ -186,7 +187,7 @@ PTH_ONLY = {
 TAGS: dict[str, Tag] = {row[0]: Tag(*row, *_MEAN_STD.get(row[0], ())) for row in _ROWS}
 
 
-class PretrainedNotFoundError(FileNotFoundError):
+class PretrainedNotFoundError(errors.UserError, FileNotFoundError):
   """The weights a `pretrained=` value names are neither on disk nor downloadable here."""
 
 

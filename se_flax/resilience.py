@@ -11,16 +11,17 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 
-from se_flax import cli
+from se_flax import errors
+from se_flax import paths
 
 NONFINITE_MODES = ('stop', 'skip')
 
 
-class WorkdirBusyError(ValueError):
+class WorkdirBusyError(errors.UserError, ValueError):
   """Another live run holds the workdir."""
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(errors.UserError, RuntimeError):
   """A step produced a non-finite loss or gradient norm and train.on_nonfinite is 'stop'."""
 
 
@@ -41,7 +42,7 @@ class WorkdirLock:
   def __enter__(self) -> 'WorkdirLock':
     if jax.process_index() != 0:
       return self
-    if cli.is_url(self.path):
+    if paths.is_url(self.path):
       logging.warning('workdir %s is not local: it is not locked against a second run at the same time',
                       os.path.dirname(self.path))
       return self

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
-import flax
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -30,11 +29,15 @@ import numpy as np
 import optax
 
 from se_flax import checkpointing
+from se_flax import errors
 from se_flax import finetune
 from se_flax import launch
 from se_flax import models
 from se_flax import optim
+from se_flax import paths
 from se_flax import resilience
+from se_flax import timing
+from se_flax import trees
 from se_flax.data import input_pipeline
 from se_flax.steps import AXIS, TrainState, create_mesh, create_model, create_train_state
 from se_flax.steps import make_eval_step, make_train_step, num_mesh_devices, to_global
@@ -43,7 +46,7 @@ from se_flax.steps import make_eval_step, make_train_step, num_mesh_devices, to_
 # Config -> objects
 
 
-def train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+def num_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   if config.train.num_steps is not None:
     return int(config.train.num_steps)
   return int(math.ceil(config.train.num_epochs * steps_per_epoch))
@@ -60,10 +63,10 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   for split in (config.data.train_split, config.data.eval_split):
     input_pipeline.num_examples(config.data, split)  # raises DataNotFoundError if not prepared
   models.spec(config.model.name)
-  check_gate_init(create_model(config, num_classes=2))  # SE settings, dtype, field names
+  model = create_model(config, input_pipeline.num_classes(config.data))  # SE settings, dtype, field names
+  check_gate_init(model)
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
-  finetune.validate(config, create_model(config, input_pipeline.num_classes(config.data)),
-                    (config.data.image_size, config.data.image_size, channels),
+  finetune.validate(config, model, (config.data.image_size, config.data.image_size, channels),
                     resuming=resuming)  # init_from (unless resuming), finetune
   if config.optim.name not in optim.OPTIMIZERS:
     raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
@@ -150,11 +153,6 @@ def evaluate(eval_step: Callable, variables: dict, *, data_config, split: str | 
 # The loop
 
 
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
-
-
 @dataclasses.dataclass
 class Experiment:
   """What both training and evaluation build from a config."""
@@ -168,25 +166,37 @@ class Experiment:
   state: TrainState
 
 
-def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = None) -> Experiment:
-  """Validate the config, then build mesh, model, schedule and a freshly initialised state.
-
-  With the `workdir` a run resumes in, a checkpoint there means init_from will not be read.
+def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, training: bool = False) -> None:
+  """What every process does first: jax.distributed where the launcher implies several processes,
+  the compilation cache, then one validation of the config that every process agrees on (a refusal
+  is the same errors.UserError everywhere, before anything is created). A checkpoint in `workdir`
+  means the run resumes, so init_from is not checked; `training` also wants the workdir writable.
   """
   launch.initialize(config)
   enable_compilation_cache(config)
   resuming = workdir is not None and checkpointing.has_checkpoint(workdir)
-  launch.check_agreement(config, functools.partial(validate_config, resuming=resuming),
-                         context=f'resuming={resuming}')  # every process fails alike, before any step
+
+  def validate(c: ml_collections.ConfigDict) -> None:
+    if training:
+      paths.check_workdir_writable(workdir)
+    validate_config(c, resuming=resuming)
+
+  launch.check_agreement(config, validate, context=f'resuming={resuming}, training={training}')
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = None, *,
+                     training: bool = False) -> Experiment:
+  """`start` (validation), then build mesh, model, schedule and a freshly initialised state."""
+  start(config, workdir, training=training)
   spec = dataclasses.replace(input_pipeline.get_spec(config.data.name),
                              num_classes=input_pipeline.num_classes(config.data))  # data.keep_labels
   image_shape = (config.data.image_size, config.data.image_size, spec.image_shape[-1])
   batch = config.train.global_batch_size
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, batch)
   if steps_per_epoch <= 0:
-    raise ValueError(f'train.global_batch_size={batch} exceeds the {config.data.name!r} train split '
-                     f'({input_pipeline.num_examples(config.data, config.data.train_split)} examples)')
-  total_steps = train_steps(config, steps_per_epoch)
+    raise errors.ConfigError(f'train.global_batch_size={batch} exceeds the {config.data.name!r} train split '
+                             f'({input_pipeline.num_examples(config.data, config.data.train_split)} examples)')
+  total_steps = num_train_steps(config, steps_per_epoch)
   mesh = create_mesh(config)
   launch.log_startup(config, mesh)
   model = create_model(config, spec.num_classes)
@@ -200,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   On SIGTERM it saves the current step and returns {'preempted': True, 'step': ...}.
   """
-  exp = build_experiment(config, workdir)
+  exp = build_experiment(config, workdir, training=True)
   workdir = str(checkpointing.workdir_path(workdir))  # absolute, or a URL such as gs://...
   checkpointing.workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   with resilience.WorkdirLock(workdir), resilience.PreemptionWatcher() as preemption:
@@ -226,7 +236,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
-    writer.write_hparams(_flat_hparams(config))
+    writer.write_hparams({k: str(v) if v is None else v for k, v in trees.flat_config(config).items()})
   n_params = models.count_params(state.params)
   logging.info('%s: %s parameters, %d devices (%d per process), global batch %d, %d steps/epoch, '
                '%d steps.', config.model.name, f'{n_params:,}', jax.device_count(),
@@ -245,8 +255,9 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   pending, eval_metrics, unchecked = [], {}, None
   skipped = int(state.skipped)
   check = functools.partial(resilience.check_nonfinite, mode=config.train.on_nonfinite)
-  last_log_time, last_log_step = time.time(), start_step
-  timed, mark = [0.0, 0], None  # seconds and steps trained after the first (compiling) step, eval excluded
+  started = time.time()
+  since_log = timing.Stopwatch(start_step)  # the img/s of a log line (the first one's includes compiling)
+  training = timing.Stopwatch(start_step)  # of the run: the steps after the first, evaluation excluded
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       state, metrics = train_step(state, next(train_iter))
@@ -255,9 +266,9 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
     unchecked = (step, metrics)
     if step == start_step + 1:
       jax.block_until_ready(metrics)
-      logging.info('first step (compilation included) took %.1f s', time.time() - last_log_time)
-      writer.write_scalars(step, {'compile/first_step_seconds': time.time() - last_log_time})
-      mark = (time.time(), step)
+      logging.info('first step (compilation included) took %.1f s', time.time() - started)
+      writer.write_scalars(step, {'compile/first_step_seconds': time.time() - started})
+      training.restart(step)
     pending.append(metrics)
     for hook in hooks:
       hook(step)
@@ -268,17 +279,16 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
     due_save = step % config.train.checkpoint_every_steps == 0 or step == total_steps or preempted
     if due_log or due_eval or due_save:  # never log, evaluate or save past an unchecked step
       skipped, unchecked = check(metrics, step, skipped_total=skipped), None
-      timed, mark = [timed[0] + time.time() - mark[0], timed[1] + step - mark[1]], (time.time(), step)
+      training.lap(step)
 
     if due_log:
-      _log_train(writer, pending, step, total_steps, steps_per_epoch, batch, time.time() - last_log_time,
-                 step - last_log_step, skipped)
-      pending, last_log_time, last_log_step = [], time.time(), step
+      _log_train(writer, pending, step, total_steps, steps_per_epoch, batch, *since_log.lap(step), skipped)
+      pending = []
     if due_eval:
       eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
       _log_eval(writer, step, eval_metrics)
-      last_log_time = time.time()  # keep evaluation out of the img/s figure
-      mark = (time.time(), step)
+      since_log.restart(step)  # keep evaluation out of the img/s figures
+      training.restart(step)
     if due_save:
       checkpointing.save(manager, step, state, config, force=step == total_steps or preempted)
     if preempted:
@@ -297,7 +307,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   image_size = (config.data.image_size, config.data.image_size)
   result = {**eval_metrics, 'step': int(state.step), 'skipped_steps': skipped,
             'params': n_params, 'macs': models.count_macs(model, image_size, spec.image_shape[-1]),
-            'train_img_per_sec': timed[1] * batch / timed[0] if timed[0] > 0 else 0.0}
+            'train_img_per_sec': training.steps * batch / training.seconds if training.seconds > 0 else 0.0}
   if is_chief:  # written whole or not at all, whenever the process dies
     checkpointing.write_json(os.path.join(workdir, 'final_eval.json'), result)
   return result
@@ -315,7 +325,7 @@ def _log_train(writer, pending: list[dict], step: int, total_steps: int, steps_p
   eta = (total_steps - step) * elapsed / max(steps_done, 1)
   logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.1f img/s  ETA %s', step,
                total_steps, summary['epoch'], summary['loss'], summary['accuracy'],
-               summary['learning_rate'], summary['img_per_sec'], _format_eta(eta))
+               summary['learning_rate'], summary['img_per_sec'], timing.hms(eta))
 
 
 def _log_eval(writer, step: int, metrics: dict) -> None:
@@ -323,7 +333,3 @@ def _log_eval(writer, step: int, metrics: dict) -> None:
   logging.info('eval at step %d: top1 %.4f  top5 %.4f  loss %.4f  (%d examples)', step, metrics['top1'],
                metrics['top5'], metrics['loss'], metrics['num_examples'])
 
-
-def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  flat = flax.traverse_util.flatten_dict(config.to_dict(), sep='.')
-  return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 
 from configs import finetune_digits
-from se_flax import finetune, steps, train_lib
+from se_flax import finetune, steps, train_lib, trees
 from test_train import final_state, scalars, set_field, tiny_digits
 
 MODEL = 'seresnet_tiny_cifar'
@@ -192,9 +192,9 @@ def test_init_from_another_device_count_and_dtype(digits_dir, base_workdir, num_
   config, fresh = _fresh(digits_dir, base_workdir, num_devices=num_devices, model__dtype=dtype)
   state, report = finetune.initialise(config, fresh)
   base = final_state(base_workdir)
-  base = finetune.flatten({'params': base['params'], 'batch_stats': base['batch_stats']})
+  base = trees.flatten({'params': base['params'], 'batch_stats': base['batch_stats']})
   assert len(report['loaded']) == len(base) - 2 and len(report['head']) == 2  # all but fc's kernel and bias
-  loaded = finetune.flatten({'params': state.params, 'batch_stats': state.batch_stats})
+  loaded = trees.flatten({'params': state.params, 'batch_stats': state.batch_stats})
   for key in report['loaded']:
     assert loaded[key].dtype == np.float32 and len(loaded[key].sharding.device_set) == num_devices
     np.testing.assert_array_equal(np.asarray(loaded[key]), base[key], err_msg=key)

@@ -10,8 +10,8 @@ import pytest
 import cli_runs
 from configs import default
 from se_flax import checkpointing
-from se_flax import cli
 from se_flax import launch
+from se_flax import paths
 from se_flax import resilience
 
 SRUN_2_TASKS = {  # what srun -N1 -n2 sets (task 1), as read from a real SLURM 22.05 step
@@ -194,12 +194,12 @@ def test_workdir_urls_and_file_paths(tmp_path):
   assert str(checkpointing.workdir_path('gs://bucket/run')) == 'gs://bucket/run'
   assert str(checkpointing.workdir_path('gs://bucket/run') / 'checkpoints') == 'gs://bucket/run/checkpoints'
   assert str(checkpointing.workdir_path(f'file://{tmp_path}/a')) == f'{tmp_path}/a'
-  assert cli.resolve_workdir(f'file://{tmp_path}') == str(tmp_path)
-  cli.check_workdir_writable(f'file://{tmp_path}/new/run')  # a local path, checked
-  cli.check_workdir_writable('gs://bucket/run')  # a URL: not probed, nothing written
+  assert paths.resolve_workdir(f'file://{tmp_path}') == str(tmp_path)
+  paths.check_workdir_writable(f'file://{tmp_path}/new/run')  # a local path, checked
+  paths.check_workdir_writable('gs://bucket/run')  # a URL: not probed, nothing written
   (tmp_path / 'file').write_text('')
   with pytest.raises(ValueError, match='is not writable'):
-    cli.check_workdir_writable(f'file://{tmp_path}/file/run')
+    paths.check_workdir_writable(f'file://{tmp_path}/file/run')
   checkpointing.write_json(f'file://{tmp_path}/final_eval.json', {'top1': 0.5})
   assert json.loads((tmp_path / 'final_eval.json').read_text()) == {'top1': 0.5}
   assert sorted(os.listdir(tmp_path)) == ['file', 'final_eval.json']  # no .tmp left behind

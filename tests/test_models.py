@@ -2,7 +2,7 @@
 multiply-add counts with timm and the paper, the SE ablation knobs as graph changes, the
 registry, differentiation, mixed precision, synchronised BatchNorm and the stem pools.
 
-Figures are copied from `shared/reference/senet_facts.md` (section 1: timm 1.0.31; section 3:
+Figures are copied from `docs/reference.md` (section 1: timm 1.0.31; section 3:
 the paper, Hu et al. arXiv 1709.01507 v4).
 
 Speed notes (2 shared CPU cores): a real `model.init` took 5-30 s even for tiny nets
@@ -132,7 +132,7 @@ def test_names_are_unique_and_cover_the_reference_table():
 
 # ----------------------------------------------------------------------------------------------
 # Parity with timm: parameters and multiply-adds.
-# shared/reference/senet_facts.md, section 1 (timm 1.0.31, 1000 classes): name -> (params, GMACs@224).
+# docs/reference.md, section 1 (timm 1.0.31, 1000 classes): name -> (params, GMACs@224).
 TIMM_TABLE = {
     'resnet18': (11_689_512, 1.814),
     'resnet34': (21_797_672, 3.664),
@@ -198,7 +198,7 @@ def test_macs_match_paper_and_timm_headline_figures():
 
 _C_S = (256, 512, 1024, 2048)  # SE-ResNet-50 stage output channels
 _N_S = (3, 4, 6, 3)            # blocks per stage
-_RESNET50 = 25_557_032         # senet_facts.md section 1
+_RESNET50 = 25_557_032         # docs/reference.md section 1
 
 
 def _paper_se(**changes):
@@ -218,7 +218,7 @@ def test_eq5_extra_parameters(r, use_bias):
   assert with_se - baseline == want
 
 
-# Paper Table 10 (senet_facts.md section 3): SE-ResNet-50 params by reduction ratio.
+# Paper Table 10 (docs/reference.md section 3): SE-ResNet-50 params by reduction ratio.
 # Exact counts (no biases): 45.68M, 35.62M, 30.59M, 28.07M, 26.81M. The paper's r=8 figure is
 # 0.113M above the exact count (r=4: 0.083M, r=32: 0.086M), so the tolerance is 0.12M, not 0.1M.
 @pytest.mark.parametrize('r,paper_m', [(2, 45.7), (4, 35.7), (8, 30.7), (16, 28.1), (32, 26.9)])
@@ -376,7 +376,7 @@ def test_stage_mask_puts_se_only_in_masked_stages():
 # Paper Table 13: SE in stage 2 (conv2_x = our layer1) only 25.6M, stage 3 25.7M, stage 4 26.4M,
 # all 28.1M. Exact counts without FC biases: 25.58M, 25.69M, 26.34M, 28.07M; with biases each is
 # at most 0.016M higher, and both match within 0.1M. The paper's ablations ran without biases
-# (senet_facts.md section 3), so that is what is checked.
+# (docs/reference.md section 3), so that is what is checked.
 @pytest.mark.parametrize('mask,paper_m', [
     ((True, False, False, False), 25.6),
     ((False, True, False, False), 25.7),

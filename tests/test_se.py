@@ -47,7 +47,7 @@ def _np_se(x, params, squeeze, gate):
 
 
 def _timm_make_divisible(v, divisor=8, min_value=None, round_limit=0.0):
-  """timm.layers.helpers.make_divisible, copied (senet_facts.md section 2) as an oracle."""
+  """timm.layers.helpers.make_divisible, copied (docs/reference.md section 2) as an oracle."""
   min_value = min_value or divisor
   new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
   if new_v < round_limit * v:
@@ -153,7 +153,7 @@ def _fc1_width(channels, reduction, rounding):
 
 
 @pytest.mark.parametrize('channels,reduction,floor,div8', [
-    (64, 16, 4, 8),     # senet_facts.md section 2: the only case where timm and legacy differ in SE-ResNet-18/34
+    (64, 16, 4, 8),     # docs/reference.md section 2: the only case where timm and legacy differ in SE-ResNet-18/34
     (256, 16, 16, 16),  # equal for C >= 128
     (2048, 16, 128, 128),
 ])

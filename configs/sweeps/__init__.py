@@ -3,7 +3,7 @@
 Each file defines `get_sweep(config, arg=None)`: the members (override dicts) for the base config
 it is given, so the same sweep runs on digits, CIFAR or ImageNet. `arg` (`--sweep=FILE:N`) sets the
 number of seeds (default 3). `get_paper(config)` pairs settings with the paper's SE-ResNet-50
-ImageNet figures (senet_facts.md, section 3), which reports print for comparing trends only.
+ImageNet figures (docs/reference.md, section 3), which reports print for comparing trends only.
 
 As in the paper's ablations, the excitation FCs have no biases (`model.se.use_bias=False`); the
 other SE settings keep the model's own values unless the sweep varies them.

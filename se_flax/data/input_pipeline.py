@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from se_flax import errors
 from se_flax.data import digits
 
 try:
@@ -76,7 +77,7 @@ _INCEPTION_ATTEMPTS = 10
 _LOAD_CHUNK = 8192
 
 
-class DataNotFoundError(FileNotFoundError, ValueError):
+class DataNotFoundError(errors.UserError, FileNotFoundError, ValueError):
   """A dataset's TFDS files are missing and cannot be produced here."""
 
 

@@ -29,7 +29,7 @@ class ModelSpec:
 
 # ImageNet top-1 (%) of timm's pretrained weights (results-imagenet.csv, tag in brackets) and the
 # paper's (100 - Table 2/8 error); CIFAR: the paper's Tables 4-5 error. From
-# shared/reference/senet_facts.md.
+# docs/reference.md, sections 1 and 3.
 REFERENCES = {
     'resnet18': '69.76 top-1 (timm tv)', 'resnet34': '73.31 top-1 (timm tv)',
     'resnet50': '76.16 (timm tv) / 80.38 (timm a1); paper baseline 75.20', 'resnet101': '77.37 (timm tv)',

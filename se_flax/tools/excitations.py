@@ -3,6 +3,8 @@
   python -m se_flax.tools.excitations --config=configs/digits.py --workdir=DIR [--classes=0,3,6,9] \
       [--out=DIR/excitations] [--split=test] [--step=N] [--config.any.field=value ...]
 
+Run it from the repository root: config files import `configs.*`.
+
 Runs the trained model (the workdir's latest checkpoint, or --step) over every example of the
 eval split, reads each SE block's gate (sown as `intermediates/gate`; the logits are unchanged),
 and writes per block the mean gate of every channel over the examples of each class and over all
@@ -16,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -27,8 +28,6 @@ import numpy as np
 from se_flax import cli
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _REPO not in sys.path:  # config files import `configs.*`
-  sys.path.insert(0, _REPO)
 
 FLAGS = flags.FLAGS
 
@@ -197,10 +196,7 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
-  config = cli.load_config(FLAGS)
+  config = cli.program_config(argv)
   with cli.clean_errors():
     if not FLAGS.workdir:
       raise ValueError('--workdir=DIR (a trained run) is required')

@@ -35,12 +35,12 @@ def load_members(sweep_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """The manifest and the sweep's members with their results ('result': None where unfinished, and
   'status': 'finished', 'not started', 'unfinished' (failed, stopped or running: 'last_line' of its
   train.log) or 'other overrides' (its directory was started with overrides other than the sweep's))."""
-  from se_flax import cli
+  from se_flax import paths
   from se_flax.tools import sweep
-  if cli.is_url(cli.resolve_workdir(sweep_dir)):
+  if paths.is_url(paths.resolve_workdir(sweep_dir)):
     raise ValueError(f'sweep directory {sweep_dir!r} is a URL; sweeps and reports use local or '
                      'network-filesystem directories')
-  sweep_dir = cli.resolve_workdir(sweep_dir)
+  sweep_dir = paths.resolve_workdir(sweep_dir)
   path = os.path.join(sweep_dir, 'sweep.json')
   if not os.path.exists(path):
     raise ValueError(f'{sweep_dir!r} has no sweep.json (is it a directory written by se_flax.tools.sweep?)')

@@ -3,6 +3,7 @@
   python -m se_flax.tools.sweep --config=configs/digits.py --sweep=configs/sweeps/reduction.py \
       --workdir=DIR [--parallel=K] [--task_index=I] [--dry_run] [--config.any.field=value ...]
 
+Run it from the repository root: config and sweep files import `configs.*`.
 Members are the override dicts of the sweep file (`configs/sweeps/`, see `se_flax.hyper`); member
 I trains in DIR/<its name> with `train.py --config=... <base overrides> <its overrides>`, so a
 member is exactly a train.py run. Before it starts, the member's overrides are recorded in
@@ -33,12 +34,13 @@ from absl import flags
 from absl import logging
 
 from se_flax import cli
+from se_flax import paths
+from se_flax import timing
+from se_flax import trees
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_SCRIPT = os.path.join(REPO, 'train.py')
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'digits.py')
-if REPO not in sys.path:  # config and sweep files import `configs.*`
-  sys.path.insert(0, REPO)
 
 FLAGS = flags.FLAGS
 MEMBER_RECORD = 'sweep_member.json'
@@ -83,7 +85,7 @@ class Member:
 
   def check_record(self) -> None:
     """Raise ValueError unless this directory is empty, or was started with this member's overrides."""
-    recorded, wanted = self.recorded_overrides(), _jsonable(self.overrides)
+    recorded, wanted = self.recorded_overrides(), trees.jsonable(self.overrides)
     if recorded is None and self.done:
       raise ValueError(f'{self.workdir} holds a finished run (final_eval.json) but no {MEMBER_RECORD} saying '
                        f'which overrides it ran with, so it cannot stand for member {self.name} '
@@ -96,7 +98,7 @@ class Member:
   def write_record(self, base: list[str]) -> None:
     tmp = f'{self.record_path}.{os.getpid()}.tmp'
     with open(tmp, 'w') as f:
-      json.dump({'name': self.name, 'overrides': _jsonable(self.overrides), 'base_args': base}, f, indent=1)
+      json.dump({'name': self.name, 'overrides': trees.jsonable(self.overrides), 'base_args': base}, f, indent=1)
     os.replace(tmp, self.record_path)
 
 
@@ -137,10 +139,6 @@ def command(member: Member, base: list[str], train_script: str) -> list[str]:
           f'--workdir={member.workdir}']
 
 
-def _jsonable(value):
-  return json.loads(json.dumps(value, default=list))
-
-
 def write_manifest(workdir: str, members: list[Member], paper: list, base: list[str],
                    sweep_spec: str) -> None:
   """DIR/sweep.json: what the report reads (members, their settings, the paper's figures)."""
@@ -151,19 +149,14 @@ def write_manifest(workdir: str, members: list[Member], paper: list, base: list[
       'command': shlex.join(['python', '-m', 'se_flax.tools.sweep', *sys.argv[1:]]),
       'sweep': sweep_spec, 'base_args': base, 'varying': varying,
       'members': [{'name': m.name, 'setting': hyper.setting_name(m.overrides, varying),
-                   'overrides': _jsonable(m.overrides), 'workdir': m.name} for m in members],
-      'paper': [{'match': _jsonable(match), **figures} for match, figures in paper],
+                   'overrides': trees.jsonable(m.overrides), 'workdir': m.name} for m in members],
+      'paper': [{'match': trees.jsonable(match), **figures} for match, figures in paper],
   }
   path = os.path.join(workdir, 'sweep.json')
   tmp = f'{path}.{os.getpid()}.tmp'  # array tasks write it at the same time: each whole, last one wins
   with open(tmp, 'w') as f:
     json.dump(manifest, f, indent=1)
   os.replace(tmp, path)
-
-
-def _hms(seconds: float) -> str:
-  s = int(max(0, seconds))
-  return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}'
 
 
 def _last_error_line(log_path: str) -> str:
@@ -201,12 +194,12 @@ class Runner:
       mean = sum(self.durations) / len(self.durations)
       now = time.time()
       left = len(self.pending) * mean + sum(max(mean - (now - t), 0) for _, _, t in self.running.values())
-      eta = _hms(left / max(1, min(self.parallel, len(self.pending) + len(self.running))))
+      eta = timing.hms(left / max(1, min(self.parallel, len(self.pending) + len(self.running))))
     elif not self.pending and not self.running:
-      eta = _hms(0)
+      eta = timing.hms(0)
     line = (f'sweep: {n_done}/{total} done ({len(self.skipped)} already finished), '
             f'{len(self.running)} running, {len(self.failed)} failed, {len(self.pending)} pending; '
-            f'elapsed {_hms(time.time() - self.start)}, ETA {eta}')
+            f'elapsed {timing.hms(time.time() - self.start)}, ETA {eta}')
     if self.running:
       line += '  [running: ' + ' '.join(self.running) + ']'
     return line
@@ -237,7 +230,7 @@ class Runner:
       if rc == 0 and member.done:
         self.done.append(member)
         self.durations.append(time.time() - started)
-        self.log(f'sweep: done {name} in {_hms(time.time() - started)}: {self._result_line(member)}')
+        self.log(f'sweep: done {name} in {timing.hms(time.time() - started)}: {self._result_line(member)}')
       elif rc == 0 or rc == -signal.SIGTERM or self.stopping:  # preempted: a rerun resumes it
         self.interrupted.append(member)
         self.log(f'sweep: interrupted {name} (exit {rc}); rerun the sweep to resume it')
@@ -300,11 +293,11 @@ def run_sweep(config, sweep_spec: str, workdir: str, base: list[str], *, paralle
     raise ValueError(f'--parallel={parallel} must be at least 1')
   if not os.path.isfile(train_script):
     raise ValueError(f'--train_script={train_script!r} does not exist')
-  workdir = cli.resolve_workdir(workdir)
-  if cli.is_url(workdir):
+  workdir = paths.resolve_workdir(workdir)
+  if paths.is_url(workdir):
     raise ValueError(f'--workdir={workdir!r}: a sweep directory must be a local or network-filesystem '
                      'path (members write their train.log there); train single runs on gs:// instead')
-  cli.check_workdir_writable(workdir)
+  paths.check_workdir_writable(workdir)
   workdir = os.path.abspath(workdir)
   members, paper = plan(config, sweep_spec, workdir)
   if task_index is not None and not 0 <= task_index < len(members):

@@ -19,7 +19,7 @@ import torch
 import weights
 
 HERE = pathlib.Path(__file__).resolve().parent
-# Exact parameter counts, shared/reference/senet_facts.md (timm 1.0.31 model table) section 1 (timm 1.0.31).
+# Exact parameter counts of timm 1.0.31, docs/reference.md section 1.
 REFERENCE_PARAMS = {
     'legacy_senet154': 115_088_984,
     'legacy_seresnet18': 11_778_592,
