@@ -74,7 +74,7 @@ def test_peak_tflops_table():
 
 @pytest.mark.parametrize('dataset, keys', [
     ('cifar', ('cifar_train_img_s',)),
-    ('imagenet-jpeg', ('inception_train_img_s', 'eval_img_s')),
+    ('imagenet-jpeg', ('inception_train_img_s', 'eval_img_s', 'pretrained_eval_img_s')),
 ])
 def test_pipeline_benchmark(dataset, keys):
   proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.pipeline_benchmark', f'--dataset={dataset}',

@@ -1,12 +1,14 @@
 """Throughput of the input pipeline alone (no model), in images/s and images/s per CPU core.
 
-  python -m se_flax.tools.pipeline_benchmark --dataset=cifar|imagenet-jpeg [--batch=256] [--seconds=10] [--json]
+  python -m se_flax.tools.pipeline_benchmark --dataset=cifar|imagenet-jpeg [--batch=256] [--seconds=10]
+      [--tag=legacy_seresnet50.in1k] [--json]
 
 cifar: synthetic uint8 32x32x3 arrays through input_pipeline's in-memory train path (batch gather,
 'cifar' augment, normalisation). imagenet-jpeg: ~200 synthetic JPEGs of about 500x375 encoded in
-memory, through the streaming path's 'inception' train transform and the eval transform
-(resize 256, centre crop 224). Both reuse input_pipeline's own transform functions, so a change
-there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
+memory, through the streaming path's 'inception' train transform, the recipe's eval transform
+(TensorFlow: resize 256, centre crop 224) and `eval.py --pretrained=TAG`'s (`--tag`: timm's eval
+transform in PIL, `eval_backend='pil'`). All reuse input_pipeline's own transform functions, so a
+change there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from se_flax import pretrained
 from se_flax.data import input_pipeline as ip
 
 DATASETS = ('cifar', 'imagenet-jpeg')
@@ -30,6 +33,8 @@ _BATCH = flags.DEFINE_integer('batch', 256, 'Images per batch.')
 _SECONDS = flags.DEFINE_float('seconds', 10.0, 'Timed duration per transform (after one warm-up batch).')
 _NUM_JPEGS = flags.DEFINE_integer('num-jpegs', 200, 'Synthetic JPEGs to cycle through.')
 _JSON = flags.DEFINE_boolean('json', False, 'Print the figures as one JSON object on the last line.')
+_TAG = flags.DEFINE_string('tag', 'legacy_seresnet50.in1k', 'Pretrained tag whose eval transform (PIL, as '
+                           'eval.py --pretrained) is timed as pretrained_eval.')
 
 
 def cpu_cores() -> int:
@@ -72,11 +77,16 @@ def synthetic_jpegs(count: int, height: int = 375, width: int = 500) -> list[byt
   return jpegs
 
 
-def jpeg_batches(jpegs: list[bytes], batch: int, train: bool) -> Iterator[dict]:
-  """input_pipeline's streaming example function (`_stream_epoch` / `_stream_eval`) over `jpegs`."""
+def jpeg_batches(jpegs: list[bytes], batch: int, train: bool, tag: str | None = None) -> Iterator[dict]:
+  """input_pipeline's streaming example function (`_stream_epoch` / `_stream_eval`) over `jpegs`;
+  with `tag`, evaluation with the tag's preprocessing (`pretrained.data_fields`, PIL)."""
   cfg = ip.default_data_config('imagenet2012')
-  make = ip._train_transform if train else ip._eval_transform
-  transform: Callable[..., tf.Tensor] = make(cfg, True, 3)
+  if tag:
+    cfg.update(pretrained.data_fields(pretrained.eval_preprocessing(tag)))
+    transform: Callable[..., tf.Tensor] = ip._pil_eval_transform(cfg, 3)
+  else:
+    make = ip._train_transform if train else ip._eval_transform
+    transform = make(cfg, True, 3)
   key = tf.constant(7, tf.int64)
 
   def example(position: tf.Tensor, data: tf.Tensor) -> dict:
@@ -88,7 +98,7 @@ def jpeg_batches(jpegs: list[bytes], batch: int, train: bool) -> Iterator[dict]:
   return ip._finish(ds.batch(batch, drop_remainder=True))
 
 
-def run(dataset: str, batch: int, seconds: float, num_jpegs: int) -> dict:
+def run(dataset: str, batch: int, seconds: float, num_jpegs: int, tag: str = 'legacy_seresnet50.in1k') -> dict:
   """{transform: images/s} plus per-core figures."""
   cores = cpu_cores()
   if dataset == 'cifar':
@@ -97,8 +107,9 @@ def run(dataset: str, batch: int, seconds: float, num_jpegs: int) -> dict:
   else:
     jpegs = synthetic_jpegs(num_jpegs)
     rates = {'inception_train': images_per_second(jpeg_batches(jpegs, batch, True), seconds),
-             'eval': images_per_second(jpeg_batches(jpegs, batch, False), seconds)}
-    extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs]))}
+             'eval': images_per_second(jpeg_batches(jpegs, batch, False), seconds),
+             'pretrained_eval': images_per_second(jpeg_batches(jpegs, batch, False, tag), seconds)}
+    extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs])), 'tag': tag}
   result = {'dataset': dataset, 'batch': batch, 'seconds': seconds, 'cpu_cores': cores, **extra}
   for name, rate in rates.items():
     result[f'{name}_img_s'] = rate
@@ -109,7 +120,7 @@ def run(dataset: str, batch: int, seconds: float, num_jpegs: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
   """Parses flags from argv (default sys.argv), prints the figures, returns them."""
   flags.FLAGS(argv or sys.argv)
-  result = run(_DATASET.value, _BATCH.value, _SECONDS.value, _NUM_JPEGS.value)
+  result = run(_DATASET.value, _BATCH.value, _SECONDS.value, _NUM_JPEGS.value, _TAG.value)
   for key, value in result.items():
     if key.endswith('img_s'):
       print(f'{key[:-6]:>16s}: {value:9.1f} img/s  {result[key + "_per_core"]:9.1f} img/s per core '
