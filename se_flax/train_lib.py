@@ -88,6 +88,18 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
                        f'{jax.process_count()}')
 
 
+def apply_tag_preprocessing(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A run from a pretrained tag trains and evaluates with the tag's preprocessing where the config
+  leaves the data fields at the dataset's defaults (`finetune.tag_data_fields`); returns the changes."""
+  fields = finetune.tag_data_fields(config, input_pipeline.default_data_config(config.data.name))
+  if fields:
+    with config.unlocked():
+      config.data.update(fields)
+    logging.info('init_from %s: data fields from the tag\'s preprocessing: %s', config.init_from,
+                 ', '.join(f'{k}={v!r}' for k, v in fields.items()))
+  return fields
+
+
 def check_gate_init(model) -> None:
   """A gate with gate(0) = 0 (tanh, ReLU) on a residual branch whose last BatchNorm scale starts at
   0 never trains: the branch is 0, so the gate's input is 0, so the gate is 0 and passes no
@@ -176,6 +188,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = No
   launch.initialize(config)
   enable_compilation_cache(config)
   resuming = workdir is not None and checkpointing.has_checkpoint(workdir)
+  apply_tag_preprocessing(config)  # before validation, so the fields it sets are checked too
   launch.check_agreement(config, functools.partial(validate_config, resuming=resuming),
                          context=f'resuming={resuming}')  # every process fails alike, before any step
   spec = dataclasses.replace(input_pipeline.get_spec(config.data.name),
