@@ -60,6 +60,8 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   for split in (config.data.train_split, config.data.eval_split):
     input_pipeline.num_examples(config.data, split)  # raises DataNotFoundError if not prepared
   models.spec(config.model.name)
+  optim.warmup_steps(config, 1)  # schedule.warmup_steps / decay_steps, when set
+  optim.decay_boundaries(config, 1)
   check_gate_init(create_model(config, num_classes=2))  # SE settings, dtype, field names
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
   finetune.validate(config, create_model(config, input_pipeline.num_classes(config.data)),
