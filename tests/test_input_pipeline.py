@@ -308,6 +308,14 @@ def test_pil_eval_backend_is_pil_eval_on_every_example(jpeg_cfg):
   assert not np.array_equal(tf_batch['image'], batches[0]['image'])
 
 
+def test_pil_eval_backend_on_in_memory_images(digits_dir):
+  """Stored uint8 arrays (1 channel) go through PIL too; without a resize it is the identity crop."""
+  cfg = _digits_cfg(digits_dir)
+  tf_batch = next(ip.eval_iterator(cfg, global_batch_size=64))
+  pil_batch = next(ip.eval_iterator(_with(cfg, eval_backend='pil'), global_batch_size=64))
+  _assert_same(tf_batch, pil_batch)
+
+
 def _with(cfg, **changes):
   cfg = cfg.copy_and_resolve_references()
   cfg.update(changes)

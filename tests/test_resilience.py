@@ -85,7 +85,8 @@ def test_damaged_latest_checkpoint_falls_back_to_newest_good(digits_dir, tmp_pat
 
   with caplog.at_level('WARNING'):
     train_lib.train_and_evaluate(config(8), work)
-  warnings = [r.getMessage() for r in caplog.records if 'damaged' in r.getMessage()]
+  # ' is damaged (': the warning itself, not other records that merely hold this test's tmp path
+  warnings = [r.getMessage() for r in caplog.records if ' is damaged (' in r.getMessage()]
   assert len(warnings) == 1 and f'{os.sep}6 is damaged' in warnings[0], warnings
   assert any(d.startswith('6.damaged-') for d in os.listdir(os.path.join(work, 'checkpoints')))
   for s, digest in good.items():  # good checkpoints untouched

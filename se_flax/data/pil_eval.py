@@ -27,8 +27,9 @@ def decode(data: bytes | np.ndarray, channels: int = 3) -> Image.Image:
   if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 3:
     return Image.fromarray(data[..., 0] if data.shape[-1] == 1 else data, _MODES[data.shape[-1]]).convert(
         _MODES[channels])
-  with Image.open(io.BytesIO(bytes(data))) as image:
-    return image.convert(_MODES[channels])
+  image = Image.open(io.BytesIO(bytes(data)))
+  image.load()  # decodes (without the GIL); convert('RGB') of an RGB image would only copy it
+  return image if image.mode == _MODES[channels] else image.convert(_MODES[channels])
 
 
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Throughput of the input pipeline alone (no model), in images/s and images/s per CPU core.
+"""Throughput of the input pipeline alone (no model): images/s, per CPU core, and per CPU-second.
 
   python -m se_flax.tools.pipeline_benchmark --dataset=cifar|imagenet-jpeg [--batch=256] [--seconds=10]
       [--tag=legacy_seresnet50.in1k] [--json]
@@ -9,12 +9,15 @@ memory, through the streaming path's 'inception' train transform, the recipe's e
 (TensorFlow: resize 256, centre crop 224) and `eval.py --pretrained=TAG`'s (`--tag`: timm's eval
 transform in PIL, `eval_backend='pil'`). All reuse input_pipeline's own transform functions, so a
 change there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
+Images per CPU-second (this process's user + system time) is the steadier figure on a machine that
+other jobs share: it does not count the time the pipeline waits for a core.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from typing import Callable, Iterator
@@ -41,13 +44,19 @@ def cpu_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
-def images_per_second(batches: Iterator[dict], seconds: float) -> float:
-  """Images/s of an iterator over `seconds`, after one untimed batch (graph building, warm-up)."""
+def cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def images_per_second(batches: Iterator[dict], seconds: float) -> tuple[float, float]:
+  """(images per wall second, images per CPU-second) of an iterator over `seconds`, after one
+  untimed batch (graph building, warm-up)."""
   next(batches)
-  count, start = 0, time.perf_counter()
+  count, start, cpu_start = 0, time.perf_counter(), cpu_seconds()
   while time.perf_counter() - start < seconds:
     count += len(next(batches)['image'])
-  return count / (time.perf_counter() - start)
+  return count / (time.perf_counter() - start), count / max(cpu_seconds() - cpu_start, 1e-9)
 
 
 def cifar_batches(batch: int, n: int = 4096) -> Iterator[dict]:
@@ -111,9 +120,10 @@ def run(dataset: str, batch: int, seconds: float, num_jpegs: int, tag: str = 'le
              'pretrained_eval': images_per_second(jpeg_batches(jpegs, batch, False, tag), seconds)}
     extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs])), 'tag': tag}
   result = {'dataset': dataset, 'batch': batch, 'seconds': seconds, 'cpu_cores': cores, **extra}
-  for name, rate in rates.items():
+  for name, (rate, per_cpu_second) in rates.items():
     result[f'{name}_img_s'] = rate
     result[f'{name}_img_s_per_core'] = rate / cores
+    result[f'{name}_img_per_cpu_s'] = per_cpu_second
   return result
 
 
@@ -124,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
   for key, value in result.items():
     if key.endswith('img_s'):
       print(f'{key[:-6]:>16s}: {value:9.1f} img/s  {result[key + "_per_core"]:9.1f} img/s per core '
-            f'({result["cpu_cores"]} cores, batch {result["batch"]})')
+            f'{result[key[:-6] + "_img_per_cpu_s"]:9.1f} img per CPU-second ({result["cpu_cores"]} cores, '
+            f'batch {result["batch"]})')
   if _JSON.value:
     print(json.dumps(result))
   return result
