@@ -256,29 +256,30 @@ def test_evaluating_weights_on_a_dataset_with_other_classes_is_an_error(weights_
 # The tag's eval input equals timm's (tests/golden/preprocess: make_preprocess_golden.py, timm 1.0.31).
 
 
-def _live_timm():
-  """timm's data module where torch and timm are installed, else None."""
-  try:
-    import torch  # noqa: F401  pylint: disable=unused-import
-    import timm
-    import timm.data
-  except ImportError:
+@pytest.fixture(scope='module')
+def live_timm(tmp_path_factory):
+  """Where torch and timm are installed: make_preprocess_golden.py's output for the installed timm
+  (every tag's data config, and the whole arrays), written by a subprocess (torch and TensorFlow in
+  one process can crash); None elsewhere."""
+  if importlib.util.find_spec('torch') is None or importlib.util.find_spec('timm') is None:
     return None
-  return timm
-
-
-def _live_config(timm, tag: str) -> dict:
-  pretrained_cfg = timm.models.get_pretrained_cfg(tag).to_dict()
-  return timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg, use_test_size=True)
+  import os
+  import subprocess
+  out = tmp_path_factory.mktemp('live_timm')
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+  proc = subprocess.run([sys.executable, str(GOLDEN / 'make_preprocess_golden.py'), '--out', str(out), '--full',
+                         str(out)], env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads((out / 'timm_eval.json').read_text()), np.load(out / 'timm_eval_full.npz')
 
 
 @pytest.mark.parametrize('tag', sorted(pretrained.TAGS))
-def test_every_tags_preprocessing_is_timms(tag):
+def test_every_tags_preprocessing_is_timms(tag, live_timm):
   """The table's test resolution, crop, interpolation and mean/std are what timm resolves for the tag
   (the committed record of timm 1.0.31, and the installed timm where there is one)."""
   prep = pretrained.eval_preprocessing(tag)
-  timm = _live_timm()
-  for cfg in [TIMM_EVAL['configs'][TIMM_EVAL['tags'][tag]]] + ([_live_config(timm, tag)] if timm else []):
+  records = [TIMM_EVAL] + ([live_timm[0]] if live_timm else [])
+  for cfg in [record['configs'][record['tags'][tag]] for record in records]:
     assert (prep.image_size, prep.crop_pct, prep.interpolation) == (cfg['input_size'][-1], cfg['crop_pct'],
                                                                     cfg['interpolation'])
     assert prep.mean == pytest.approx(cfg['mean']) and prep.std == pytest.approx(cfg['std'])
@@ -306,19 +307,15 @@ def test_preprocess_equals_timms_references(key):
 
 
 @pytest.mark.parametrize('key', sorted(TIMM_EVAL['configs']))
-def test_preprocess_equals_live_timm(key):
-  """Where torch and timm are installed: the whole array, against timm's transform of the moment."""
-  timm = _live_timm()
-  if timm is None:
+def test_preprocess_equals_live_timm(key, live_timm):
+  """Where torch and timm are installed: the whole arrays, against the installed timm's transform."""
+  if live_timm is None:
     pytest.skip('torch and timm are not installed (the committed references are checked instead)')
-  from PIL import Image
-  import io
-  tag = _first_tag(key)
-  transform = timm.data.create_transform(**_live_config(timm, tag))
+  record, arrays = live_timm
+  tag = next(t for t, k in record['tags'].items() if k == key)
   for name in photos.NAMES:
-    data = photos.encoded(name)
-    expected = transform(Image.open(io.BytesIO(data)).convert('RGB')).permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(pretrained.preprocess(tag, data), expected, atol=1e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(pretrained.preprocess(tag, photos.encoded(name)), arrays[f'{key}/{name}'],
+                               atol=1e-5, rtol=0, err_msg=name)
 
 
 def test_preprocess_rejects_unknown_tags_and_bad_images():

@@ -1,6 +1,6 @@
 """Regenerate timm's eval-transform references used by tests/test_pretrained.py (needs torch + timm, no jax).
 
-    python tests/golden/make_preprocess_golden.py [--images DIR] [--full OUT_DIR]
+    python tests/golden/make_preprocess_golden.py [--images DIR] [--full OUT_DIR] [--out DIR]
 
 For every tag of se_flax/pretrained.py's table (read from the source, not imported): timm's data
 config exactly as a user gets it (`resolve_data_config({}, model=timm.create_model(tag,
@@ -11,6 +11,9 @@ photos.py, stored as the 0..255 levels behind timm's normalised output (exact: t
 sum over the whole crop (preprocess/timm_eval.npz: per config, [photo, row, column, channel] in
 photos.NAMES order and [photo, channel]). --full also saves the whole normalised arrays.
 --images: the folder holding china.jpg and flower.jpg (default: scikit-learn's datasets/images).
+--out: where the two reference files go (default: preprocess/ next to this file). tests/test_pretrained.py
+runs this script with --out and --full in a subprocess where torch and timm are installed (torch and
+TensorFlow in one process can crash).
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def timm_levels(transform, data: bytes, mean, std) -> tuple[np.ndarray, np.ndarr
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--images', default=None)
-  parser.add_argument('--full', default=None, help='also save whole normalised arrays here (.npz per config)')
+  parser.add_argument('--full', default=None, help='also save the whole normalised arrays here (timm_eval_full.npz)')
+  parser.add_argument('--out', default=str(HERE / 'preprocess'), help='folder for timm_eval.json and timm_eval.npz')
   args = parser.parse_args()
   configs, tags = {}, {}
   for tag in table_tags():
@@ -87,8 +91,8 @@ def main() -> None:
       full[f'{key}/{name}'] = out
     arrays[key], arrays[f'{key}/sum'] = np.stack(samples), np.stack(sums)
     print(f'{key}: {transform}'.replace('\n', ' '), flush=True)
-  out_dir = HERE / 'preprocess'
-  out_dir.mkdir(exist_ok=True)
+  out_dir = pathlib.Path(args.out)
+  out_dir.mkdir(parents=True, exist_ok=True)
   versions = {'timm': timm.__version__, 'torch': torch.__version__, 'torchvision': torchvision.__version__,
               'Pillow': PIL.__version__}
   (out_dir / 'timm_eval.json').write_text(json.dumps(
