@@ -4,8 +4,9 @@
   python eval.py --config=configs/imagenet.py --timm_model=seresnet50 --timm_weights=FILE.safetensors
   python eval.py --config=configs/imagenet.py --pretrained=seresnet50.ra2_in1k   # or hf-hub:timm/<tag>
 
---pretrained evaluates with exactly the tag's preprocessing (resolution, crop, interpolation,
-mean/std) and prints timm's reference top-1 beside the measured one.
+--pretrained evaluates with exactly the tag's preprocessing: timm's eval transform, done with PIL as
+timm does (`se_flax.pretrained.preprocess` of each image), and prints timm's reference top-1
+beside the measured one.
 
 The JSON object holds top1, top5, loss, num_examples, step (and the checkpoint or weights used).
 """

@@ -1,7 +1,9 @@
 """Fields shared by every se_flax config; the dataset configs start from `get_config()` here.
 
-Durations are given in epochs (`train.num_epochs`) or steps (`train.num_steps`, which wins when
-set); the loop converts them once and counts steps only. Learning rates scale linearly with the
+Durations are given in epochs (`train.num_epochs`, `schedule.warmup_epochs`, `schedule.decay_epochs`)
+or steps (`train.num_steps`, `schedule.warmup_steps`, `schedule.decay_steps`, which win when set);
+an epoch is `input_pipeline.steps_per_epoch` = train examples // global batch steps, the one
+definition the loop, the schedule and the logs use. Learning rates scale linearly with the
 global batch: lr = optim.lr * train.global_batch_size / optim.lr_batch_base.
 """
 
@@ -42,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Start each residual branch's last BatchNorm scale at 0 (None: the model's default, True for
   # post-activation blocks). Must be False with gate 'tanh'/'relu': gate(0) = 0 would hold both at 0.
   config.model.zero_init_last_bn = config_dict.placeholder(bool)
+  # Projection shortcuts where the shape changes (None: the model's default): 'conv' (1x1 conv + BN),
+  # 'avg' (ResNet-D), 'pad' (He et al.'s parameter-free option A: subsample, zero channels).
+  config.model.downsample = config_dict.placeholder(str)
   config.model.sync_batch_norm = True  # BatchNorm statistics averaged over all devices
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
@@ -76,6 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.warmup_mode = 'linear'  # 'linear' ramp, or 'constant' at warmup_lr_factor * lr
   config.schedule.decay_epochs = (30, 60, 90)  # 'step': boundaries in epochs
   config.schedule.decay_factor = 0.1
+  config.schedule.warmup_steps = config_dict.placeholder(int)  # set: the warm-up in steps (wins)
+  config.schedule.decay_steps = config_dict.placeholder(tuple)  # set: 'step' boundaries in steps (win)
 
   config.train = ml_collections.ConfigDict()
   config.train.global_batch_size = 256

@@ -13,6 +13,10 @@ Every model variable ends up in exactly one group, logged as a short table:
 A shape mismatch anywhere else is an error that lists the keys; source variables the model
 does not have are counted as unused. Called only when no checkpoint was restored, so a resumed
 run never reloads init_from.
+
+A run from a pretrained tag also takes the tag's preprocessing (`tag_data_fields`), as timm's
+train.py does for a fine-tuning run: its resolution, crop, interpolation and mean/std, for
+training and evaluation, and timm's own eval transform (PIL) for evaluation.
 """
 
 from __future__ import annotations
@@ -129,6 +133,40 @@ def _name_for(init_from: str, model_name: str) -> str | None:
     if tag not in pretrained.TAGS and tag.split('.', 1)[0] not in convert.TIMM_NAMES:
       return model_name
   return None
+
+
+TAG_DATA_FIELDS = ('image_size', 'eval_resize', 'eval_interpolation', 'eval_antialias', 'eval_backend', 'mean',
+                   'std')
+
+
+def tag_data_fields(config, dataset_defaults: Mapping[str, Any]) -> dict[str, Any]:
+  """`config.data` fields to take from init_from's pretrained tag: {} unless init_from is a tag of
+  the table (or hf-hub:timm/<tag>). The tag's preprocessing is timm's data config for fine-tuning
+  (timm train.py: `resolve_data_config(vars(args), model=model)`, the train resolution
+  `input_size` and `crop_pct`, also for its evaluation), as `pretrained.data_fields` gives it.
+  Each of TAG_DATA_FIELDS that the config leaves at `dataset_defaults` (what
+  `input_pipeline.default_data_config` gives the dataset) takes the tag's value; a field the
+  config sets otherwise is kept (an image_size of its own also sets eval_resize = floor(size / crop_pct)).
+  """
+  init_from = config.init_from
+  if not init_from or os.path.isdir(init_from) or _is_file(init_from):
+    return {}
+  try:
+    source = pretrained.resolve(init_from, _name_for(init_from, config.model.name))
+  except (ValueError, FileNotFoundError):
+    return {}  # validate() reports it in one line
+  if source.tag is None:
+    return {}
+
+  def unset(field: str) -> bool:
+    value, default = config.data.get(field), dataset_defaults.get(field)
+    return tuple(value) == tuple(default) if isinstance(default, (tuple, list)) else value == default
+
+  prep = pretrained.train_preprocessing(source.tag)
+  if not unset('image_size'):
+    prep = prep._replace(image_size=config.data.image_size)
+  fields = pretrained.data_fields(prep)
+  return {k: fields[k] for k in TAG_DATA_FIELDS if unset(k) and fields[k] != config.data.get(k)}
 
 
 def merge(target: Mapping[str, Any], source: Mapping[str, Any], skip=(), head=('fc/*',)) -> tuple[dict, dict]:

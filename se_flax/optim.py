@@ -1,4 +1,10 @@
-"""Optimisers and learning-rate schedules from the config (optax)."""
+"""Optimisers and learning-rate schedules from the config (optax).
+
+Schedules are functions of the global step: the train step passes `step=state.step` to the
+optimiser's `update` (optax extra args), so a step dropped for a non-finite loss (state.step moves
+on, the optimiser state does not) leaves the applied learning rate equal to the logged
+`lr_fn(state.step)`. Called without `step`, every transformation counts its own updates, as optax's.
+"""
 
 from __future__ import annotations
 
@@ -26,19 +32,42 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
   return config.optim.lr * scale
 
 
+def warmup_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """schedule.warmup_steps when set, else round(warmup_epochs * steps_per_epoch)."""
+  steps = getattr(config.schedule, 'warmup_steps', None)
+  if steps is None:
+    return int(round(config.schedule.warmup_epochs * steps_per_epoch))
+  if not (isinstance(steps, int) and steps >= 0):
+    raise ValueError(f'schedule.warmup_steps={steps!r} must be an integer >= 0')
+  return steps
+
+
+def decay_boundaries(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, ...]:
+  """The 'step' schedule's boundaries in steps: schedule.decay_steps when set, else
+  round(e * steps_per_epoch) for e in decay_epochs."""
+  steps = getattr(config.schedule, 'decay_steps', None)
+  if steps is None:
+    return tuple(int(round(e * steps_per_epoch)) for e in config.schedule.decay_epochs)
+  steps = tuple(steps)
+  if not all(isinstance(s, int) and s > 0 for s in steps) or list(steps) != sorted(set(steps)):
+    raise ValueError(f'schedule.decay_steps={steps!r} must be increasing positive integers, e.g. (32000, 48000)')
+  return steps
+
+
 def create_learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int,
                             total_steps: int) -> optax.Schedule:
   """Warm-up (linear ramp, or constant low lr as He et al.), then cosine to zero, step decay at
-  epoch boundaries, or constant."""
+  `decay_boundaries`, or constant. The schedule's argument is the global step: the update of
+  step s (0-based) uses lr(s)."""
   peak = peak_learning_rate(config)
   sched = config.schedule
   if sched.name not in SCHEDULES:
     raise ValueError(f'schedule.name={sched.name!r} is not one of {", ".join(SCHEDULES)}')
-  warmup = int(round(sched.warmup_epochs * steps_per_epoch))
+  warmup = warmup_steps(config, steps_per_epoch)
   if sched.name == 'cosine':
     main = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup))
   elif sched.name == 'step':
-    boundaries = {int(round(e * steps_per_epoch)) - warmup: sched.decay_factor for e in sched.decay_epochs}
+    boundaries = {b - warmup: sched.decay_factor for b in decay_boundaries(config, steps_per_epoch)}
     main = optax.piecewise_constant_schedule(peak, boundaries)
   else:
     main = optax.constant_schedule(peak)
@@ -75,24 +104,45 @@ class _AfterState(NamedTuple):
   inner: optax.OptState
 
 
-def after_steps(steps: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
-  """Zero updates for the first `steps` steps, then `inner`, whose state (momentum, schedule
-  count, weight decay) only starts moving then: frozen parameters stay exactly as they are."""
+def scale_by_step_schedule(schedule: optax.Schedule, count_offset: int = 0) -> optax.GradientTransformationExtraArgs:
+  """Updates times -schedule(step), `step` being the global step passed to `update`; without it, the
+  own update count + `count_offset` (then exactly optax.scale_by_learning_rate). Its state is
+  optax's ScaleByScheduleState, so checkpoints keep their layout."""
+
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, *, step=None, **extra_args):
+    del params, extra_args
+    step_size = -schedule(state.count + count_offset if step is None else step)
+    updates = jax.tree_util.tree_map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def after_steps(steps: int, inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """Zero updates for the first `steps` steps (global steps when `update` gets `step`, else its own
+  count), then `inner`, whose state (momentum, schedule count, weight decay) only starts moving
+  then: frozen parameters stay exactly as they are."""
+  inner = optax.with_extra_args_support(inner)
 
   def init(params):
     return _AfterState(jnp.zeros((), jnp.int32), inner.init(params))
 
-  def update(updates, state, params=None):
+  def update(updates, state, params=None, **extra_args):
     def frozen():
       return jax.tree_util.tree_map(jnp.zeros_like, updates), state.inner
 
     def active():
-      return inner.update(updates, state.inner, params)
+      return inner.update(updates, state.inner, params, **extra_args)
 
-    new_updates, new_inner = jax.lax.cond(state.count < steps, frozen, active)
+    step = extra_args.get('step')
+    new_updates, new_inner = jax.lax.cond((state.count if step is None else step) < steps, frozen, active)
     return new_updates, _AfterState(state.count + 1, new_inner)
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformationExtraArgs(init, update)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -> optax.GradientTransformation:
@@ -108,25 +158,30 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -
   if multiplier == 0.0:
     backbone = optax.set_to_zero()
   else:
-    # The backbone's schedule counts from its first update: shift it so it follows the global step.
-    backbone = _single_optimizer(config, lambda count: multiplier * lr_fn(count + frozen))
+    # Without the global step, the backbone's own count starts after the freeze: offset it by that.
+    backbone = _single_optimizer(config, lambda step: multiplier * lr_fn(step), count_offset=frozen)
     if frozen:
       backbone = after_steps(frozen, backbone)
   labels = functools.partial(param_labels, head=tuple(ft.head))
   return optax.multi_transform({'head': _single_optimizer(config, lr_fn), 'backbone': backbone}, labels)
 
 
-def _single_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -> optax.GradientTransformation:
+def _single_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule,
+                      count_offset: int = 0) -> optax.GradientTransformation:
+  """optax.adamw or coupled-decay SGD, built as optax builds them (same state layout) but with the
+  learning rate of `scale_by_step_schedule`."""
   opt = config.optim
   if opt.name not in OPTIMIZERS:
     raise ValueError(f'optim.name={opt.name!r} is not one of {", ".join(OPTIMIZERS)}')
   mask = None if opt.decay_bn_and_bias else decay_mask
-  if opt.name == 'adamw':
-    return optax.adamw(lr_fn, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=mask)
-  # Coupled L2 decay for SGD (the paper's and the reference recipes' convention).
-  return optax.chain(
-      optax.add_decayed_weights(opt.weight_decay, mask=mask),
-      optax.sgd(lr_fn, momentum=opt.momentum or None, nesterov=opt.name == 'nesterov'))
+  scale = scale_by_step_schedule(lr_fn, count_offset)
+  if opt.name == 'adamw':  # optax.adamw's chain
+    return optax.chain(optax.scale_by_adam(b1=opt.b1, b2=opt.b2),
+                       optax.add_decayed_weights(opt.weight_decay, mask), scale)
+  # Coupled L2 decay for SGD (the paper's and the reference recipes' convention); optax.sgd's chain.
+  momentum = (optax.trace(decay=opt.momentum, nesterov=opt.name == 'nesterov') if opt.momentum
+              else optax.identity())
+  return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=mask), optax.chain(momentum, scale))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,

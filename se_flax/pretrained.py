@@ -2,6 +2,7 @@
 
     path, tag = pretrained.fetch(pretrained.resolve('seresnet50.ra2_in1k'))
     config.data.update(pretrained.data_fields(pretrained.eval_preprocessing('seresnet50.ra2_in1k')))
+    image = pretrained.preprocess('seresnet50.ra2_in1k', open('photo.jpg', 'rb').read())  # timm's input
 
 `resolve` accepts every form of `pretrained=`: True (timm's default tag of `name`), a tag
 ('seresnet50.ra2_in1k', or 'ra2_in1k' with `name`), a Hugging Face hub id
@@ -22,8 +23,11 @@ import os
 import sys
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from se_flax import convert
 from se_flax import errors
+from se_flax.data import pil_eval
 from se_flax.models import registry
 
 HUB_PREFIX = 'hf-hub:'
@@ -364,11 +368,21 @@ def train_preprocessing(tag: str) -> Preprocessing:
 
 
 def data_fields(prep: Preprocessing) -> dict[str, Any]:
-  """`config.data` fields for timm's centre-crop eval transform: resize the short side to
-  floor(size / crop_pct) with PIL's filter (antialiased), centre crop size, normalise (0..255 units)."""
+  """`config.data` fields for timm's centre-crop eval transform, done with PIL as timm does
+  (`eval_backend='pil'`, se_flax/data/pil_eval.py): decode, resize the short side to
+  floor(size / crop_pct) with PIL's filter, centre crop size, normalise (0..255 units)."""
   return {'image_size': prep.image_size, 'eval_resize': int(math.floor(prep.image_size / prep.crop_pct)),
-          'eval_interpolation': prep.interpolation, 'eval_antialias': True,
+          'eval_interpolation': prep.interpolation, 'eval_antialias': True, 'eval_backend': 'pil',
           'mean': tuple(round(255 * m, 4) for m in prep.mean), 'std': tuple(round(255 * s, 4) for s in prep.std)}
+
+
+def preprocess(tag: str, image: bytes) -> np.ndarray:
+  """The float32 [size, size, 3] array `eval.py --pretrained=TAG` feeds the model for one encoded
+  image: timm's eval transform of the tag (PIL decode, resize, centre crop, mean/std), bit for bit
+  what the input pipeline computes with `data_fields(eval_preprocessing(tag))`."""
+  fields = data_fields(eval_preprocessing(tag))
+  pixels = pil_eval.view(image, fields['eval_resize'], fields['image_size'], fields['eval_interpolation'], 3)
+  return pil_eval.normalise(pixels, fields['mean'], fields['std'])
 
 
 def reference_line(tag: str) -> str:

@@ -53,8 +53,9 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name:
                    axis_name=axis_name if config.model.sync_batch_norm else None)
   if config.model.drop_rate is not None:
     overrides['drop_rate'] = config.model.drop_rate
-  if getattr(config.model, 'zero_init_last_bn', None) is not None:
-    overrides['zero_init_last_bn'] = config.model.zero_init_last_bn
+  for field in ('zero_init_last_bn', 'downsample'):  # None (or absent): the model's default
+    if getattr(config.model, field, None) is not None:
+      overrides[field] = getattr(config.model, field)
   if getattr(getattr(config, 'finetune', None), 'freeze_bn_stats', False):
     overrides['frozen_batch_norm'] = True  # running statistics kept as loaded
   return models.create(config.model.name, **se_overrides(config), **overrides)
@@ -108,7 +109,11 @@ def _train_step(state: TrainState, batch: dict, *, model, num_classes: int, labe
     batch_stats = jax.lax.pmean(batch_stats, AXIS)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  # The optimiser's schedules read the global step, so the applied learning rate is the logged
+  # lr_fn(state.step) also after skipped steps (whose optimiser state is left as it was).
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, step=state.step)
+  updated = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state, batch_stats=batch_stats)
   # A non-finite step changes nothing but the step (the next batch follows) and the skip count;
   # the loop then stops or goes on, as train.on_nonfinite says.
   dropped = state.replace(step=state.step + 1, skipped=state.skipped + 1)

@@ -63,6 +63,8 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   for split in (config.data.train_split, config.data.eval_split):
     input_pipeline.num_examples(config.data, split)  # raises DataNotFoundError if not prepared
   models.spec(config.model.name)
+  optim.warmup_steps(config, 1)  # schedule.warmup_steps / decay_steps, when set
+  optim.decay_boundaries(config, 1)
   model = create_model(config, input_pipeline.num_classes(config.data))  # SE settings, dtype, field names
   check_gate_init(model)
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
@@ -89,6 +91,18 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
     if batch % jax.process_count():
       raise ValueError(f'{field}.global_batch_size={batch} must be divisible by the process count '
                        f'{jax.process_count()}')
+
+
+def apply_tag_preprocessing(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A run from a pretrained tag trains and evaluates with the tag's preprocessing where the config
+  leaves the data fields at the dataset's defaults (`finetune.tag_data_fields`); returns the changes."""
+  fields = finetune.tag_data_fields(config, input_pipeline.default_data_config(config.data.name))
+  if fields:
+    with config.unlocked():
+      config.data.update(fields)
+    logging.info('init_from %s: data fields from the tag\'s preprocessing: %s', config.init_from,
+                 ', '.join(f'{k}={v!r}' for k, v in fields.items()))
+  return fields
 
 
 def check_gate_init(model) -> None:
@@ -175,6 +189,7 @@ def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, trai
   launch.initialize(config)
   enable_compilation_cache(config)
   resuming = workdir is not None and checkpointing.has_checkpoint(workdir)
+  apply_tag_preprocessing(config)  # before validation, so the fields it sets are checked too
 
   def validate(c: ml_collections.ConfigDict) -> None:
     if training:

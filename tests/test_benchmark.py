@@ -74,7 +74,7 @@ def test_peak_tflops_table():
 
 @pytest.mark.parametrize('dataset, keys', [
     ('cifar', ('cifar_train_img_s',)),
-    ('imagenet-jpeg', ('inception_train_img_s', 'eval_img_s')),
+    ('imagenet-jpeg', ('inception_train_img_s', 'eval_img_s', 'pretrained_eval_img_s')),
 ])
 def test_pipeline_benchmark(dataset, keys):
   proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.pipeline_benchmark', f'--dataset={dataset}',
@@ -83,4 +83,4 @@ def test_pipeline_benchmark(dataset, keys):
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   for key in keys:
-    assert result[key] > 0 and result[key + '_per_core'] > 0, key
+    assert result[key] > 0 and result[key + '_per_core'] > 0 and result[key[:-6] + '_img_per_cpu_s'] > 0, key

@@ -287,3 +287,52 @@ def test_backbone_optimizer_keeps_weight_decay_mask_and_the_global_schedule(name
     for module in ('conv', 'fc'):
       assert float(p[module]['kernel'][0]) == pytest.approx(expected[module], rel=1e-6), (step, module)
       assert float(p[module]['bias'][0]) == 2.0
+
+
+@pytest.mark.parametrize('init_from, image_size, expected', [
+    ('resnet50.tv2_in1k', None, {'image_size': 176, 'eval_resize': 201}),  # bilinear as the default
+    ('resnet50.tv2_in1k', 192, {'eval_resize': 219}),  # the config's own size: floor(192 / 0.875)
+    ('hf-hub:timm/seresnet50.ra2_in1k', None, {'eval_interpolation': 'bicubic'}),  # 224 / 0.875 as the default
+    ('resnet34.ra4_e3600_r224_in1k', None, {'eval_resize': 248, 'eval_interpolation': 'bicubic',
+                                            'mean': (127.5,) * 3, 'std': (127.5,) * 3}),
+])
+def test_a_tag_brings_its_preprocessing_where_the_config_keeps_the_defaults(init_from, image_size, expected):
+  """timm's fine-tuning data config (train resolution and crop_pct, interpolation, mean/std, PIL eval)
+  for each field left at the dataset's default."""
+  from configs import imagenet
+  from se_flax.data import input_pipeline
+  config = imagenet.get_config('resnet50')
+  config.init_from = init_from
+  if image_size:
+    config.data.image_size = image_size
+  fields = finetune.tag_data_fields(config, input_pipeline.default_data_config('imagenet2012'))
+  assert fields == {**expected, 'eval_antialias': True, 'eval_backend': 'pil'}
+  config.data.update(eval_backend='tensorflow', eval_antialias=False)  # the defaults, so still replaced
+  assert finetune.tag_data_fields(config, input_pipeline.default_data_config('imagenet2012')) == fields
+  config.data.eval_interpolation = 'bicubic'  # not the dataset's default: the config's own, kept
+  assert 'eval_interpolation' not in finetune.tag_data_fields(
+      config, input_pipeline.default_data_config('imagenet2012'))
+
+
+def test_no_tag_no_preprocessing_change(base_workdir, tmp_path):
+  from configs import imagenet
+  from se_flax.data import input_pipeline
+  defaults = input_pipeline.default_data_config('imagenet2012')
+  config = imagenet.get_config('resnet50')
+  for init_from in ('', base_workdir, str(tmp_path / 'model.safetensors'), 'hf-hub:someone/my-finetune',
+                    'seresnet50.nope'):
+    config.init_from = init_from
+    assert finetune.tag_data_fields(config, defaults) == {}, init_from
+
+
+def test_a_run_from_a_tag_trains_and_evaluates_with_its_preprocessing(tmp_path):
+  """build_experiment (training and eval.py of its workdir) applies the tag's fields before validation."""
+  import tensorflow_datasets as tfds
+  from configs import imagenet
+  config = imagenet.get_config('seresnet_tiny')
+  config.init_from = 'resnet50.tv2_in1k'  # never loaded here: only its preprocessing is read
+  config.train.global_batch_size = config.eval.global_batch_size = 8
+  with tfds.testing.mock_data(num_examples=8):
+    exp = train_lib.build_experiment(config)
+  assert (config.data.image_size, config.data.eval_resize, config.data.eval_backend) == (176, 201, 'pil')
+  assert exp.state.params['stem_conv1']['kernel'].shape[-1] > 0

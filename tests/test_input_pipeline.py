@@ -7,16 +7,24 @@ mock_data` on top of metadata written by `tfds_mocks.mock_tfds`.
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 from typing import Iterator
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
 from se_flax.data import digits
 from se_flax.data import input_pipeline as ip
+from se_flax.data import pil_eval
 import tfds_mocks
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden'))
+import photos  # noqa: E402  (tests/golden/photos.py)
 
 _JPEG_TRAIN, _JPEG_EVAL = 37, 23
 
@@ -236,6 +244,97 @@ def test_mock_imagenet_batches(tmp_path):
     assert sum(b['mask'].sum() for batches in per_process for b in batches) == 12
 
 
+def test_standard_tfds_mock_serves_cifar_and_imagenet():
+  """`tfds.testing.mock_data` with its default policy (no metadata files: info from code, split
+  sizes unknown): the datasets count as present, and their sizes are what the mock serves."""
+  with tfds.testing.mock_data(num_examples=8):
+    cifar = ip.default_data_config('cifar10')
+    assert ip.num_examples(cifar, 'train') == 8 and ip.steps_per_epoch(cifar, 4) == 2
+    assert next(ip.train_iterator(cifar, global_batch_size=4, seed=0))['image'].shape == (4, 32, 32, 3)
+    imagenet = ip.default_data_config('imagenet2012')
+    imagenet.update(image_size=32, eval_resize=36)
+    assert ip.num_examples(imagenet, 'validation') == 8
+    batches = list(ip.eval_iterator(imagenet, global_batch_size=4, process_index=1, process_count=2))
+    assert len(batches) == 4 and sum(b['mask'].sum() for b in batches) == 8  # each share: the 8 mocked
+    assert next(ip.train_iterator(imagenet, global_batch_size=4, seed=0))['image'].shape == (4, 32, 32, 3)
+
+
+# ----------------------------------------------------------------------------
+# JPEG decoding and the PIL eval path.
+
+
+def _pil_pixels(data: bytes) -> np.ndarray:
+  from PIL import Image
+  with Image.open(io.BytesIO(data)) as image:
+    return np.asarray(image.convert('RGB'))
+
+
+def _jpeg_420(name: str) -> bytes:
+  """A photo re-encoded with 4:2:0 chroma subsampling (most ImageNet JPEGs are), so the chroma
+  upsampling of the decoders is compared as well."""
+  from PIL import Image
+  out = io.BytesIO()
+  Image.fromarray(_pil_pixels(photos.encoded(name))).save(out, format='JPEG', quality=85, subsampling=2)
+  return out.getvalue()
+
+
+@pytest.mark.parametrize('source', ['china', 'flower', 'china_420', 'flower_420'])
+def test_jpeg_decoding_equals_pils(source):
+  """The pipeline decodes JPEGs as PIL does, pixel for pixel (accurate DCT); TensorFlow's default fast
+  DCT does not. The inception path's crop decoding too, but for the chroma upsampling of a 4:2:0
+  JPEG at the window's left and right columns (a few levels; libjpeg crops before upsampling)."""
+  data = _jpeg_420(source[:-4]) if source.endswith('_420') else photos.encoded(source)
+  expected = _pil_pixels(data)
+  np.testing.assert_array_equal(ip._decoder(True, 3)(tf.constant(data)).numpy(), expected)
+  window = tf.constant([64, 96, 200, 300])  # top, left, height, width
+  crop = tf.io.decode_and_crop_jpeg(data, window, channels=3, dct_method=ip.JPEG_DCT).numpy()
+  np.testing.assert_array_equal(crop[:, 1:-1], expected[64:264, 97:395])
+  assert np.abs(crop.astype(int) - expected[64:264, 96:396]).max() <= (8 if source.endswith('_420') else 0)
+  assert np.abs(tf.io.decode_jpeg(data, channels=3).numpy().astype(int) - expected).max() > 0
+
+
+def test_pil_eval_backend_is_pil_eval_on_every_example(jpeg_cfg):
+  """eval_backend='pil': each eval example is pil_eval's view of the stored JPEG, normalised."""
+  jpeg_cfg.update(eval_backend='pil', eval_interpolation='bicubic', eval_resize=11)
+  batches = list(ip.eval_iterator(jpeg_cfg, global_batch_size=8))
+  builder = tfds.builder('se_flax_test_jpegs', data_dir=jpeg_cfg.data_dir)
+  raw = tfds.as_numpy(builder.as_dataset(split='validation', shuffle_files=False,
+                                         decoders={'image': tfds.decode.SkipDecoding()}))
+  expected = np.stack([pil_eval.normalise(pil_eval.view(ex['image'], 11, 8, 'bicubic', 3), jpeg_cfg.mean, jpeg_cfg.std)
+                       for ex in raw])
+  merged = _concat(batches)
+  np.testing.assert_array_equal(merged['image'][merged['mask']], expected)
+  tf_batch = next(ip.eval_iterator(_with(jpeg_cfg, eval_backend='tensorflow'), global_batch_size=8))
+  assert not np.array_equal(tf_batch['image'], batches[0]['image'])
+
+
+def test_pil_eval_backend_on_in_memory_images(digits_dir):
+  """Stored uint8 arrays (1 channel) go through PIL too; without a resize it is the identity crop."""
+  cfg = _digits_cfg(digits_dir)
+  tf_batch = next(ip.eval_iterator(cfg, global_batch_size=64))
+  pil_batch = next(ip.eval_iterator(_with(cfg, eval_backend='pil'), global_batch_size=64))
+  _assert_same(tf_batch, pil_batch)
+
+
+def _with(cfg, **changes):
+  cfg = cfg.copy_and_resolve_references()
+  cfg.update(changes)
+  return cfg
+
+
+def test_pil_centre_view_follows_torchvision():
+  """torchvision Resize(short side) + CenterCrop: long side int(short * long / short_in), offsets
+  int(round(.)) (halves to even), no resize when the short side already fits."""
+  assert pil_eval.resized_shape(300, 451, 200) == (200, 300)  # 300.67 truncates
+  assert pil_eval.resized_shape(451, 300, 200) == (300, 200)
+  image = pil_eval.decode(np.arange(11 * 14 * 3, dtype=np.uint8).reshape(11, 14, 3))
+  np.testing.assert_array_equal(pil_eval.centre_view(image, 11, 8), np.asarray(image)[2:10, 3:11])
+  gray = pil_eval.view(np.full((9, 20, 1), 7, np.uint8), 12, 12, 'bilinear', 1)
+  assert gray.shape == (12, 12, 1) and (gray == 7).all()
+  with pytest.raises(ValueError, match="interpolation 'lanczos' is not one of bilinear, bicubic"):
+    pil_eval.centre_view(image, 11, 8, 'lanczos')
+
+
 # ----------------------------------------------------------------------------
 # Errors.
 
@@ -272,6 +371,8 @@ def test_unprepared_imagenet_says_where_the_tars_go(tmp_path):
 
 
 def test_bad_settings_are_rejected(digits_dir):
+  with pytest.raises(ValueError, match="eval_backend 'opencv' is not one of tensorflow, pil"):
+    ip.eval_iterator(_digits_cfg(digits_dir, eval_backend='opencv'), global_batch_size=8)
   with pytest.raises(ValueError, match="'mixup'"):
     ip.train_iterator(_digits_cfg(digits_dir, augment='mixup'), global_batch_size=8, seed=0)
   with pytest.raises(ValueError, match='101'):

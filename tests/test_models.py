@@ -644,3 +644,45 @@ def test_avg_pool_ceil_matches_pytorch(h, w, window):
   want = _np_pool(x, window, window, 0, True, 'avg')
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults per family, as the network each name reproduces.
+
+_LEGACY_SE = [n for n in models.names('legacy_se*')]
+
+
+@pytest.mark.parametrize('name', _LEGACY_SE + ['legacy_senet154', 'senet154', 'seresnet50', 'resnet50',
+                                               'seresnext50_32x4d', 'seresnext26d_32x4d'])
+def test_imagenet_family_defaults(name):
+  """Caffe SE-ResNet/SE-ResNeXt (timm legacy_*): no dropout, every BN scale at 1 (timm senet.py);
+  SENet-154 dropout 0.2 in both layouts (the paper); timm's ResNet layout zero-inits the last BN of
+  each residual branch (timm ResNet zero_init_last=True)."""
+  model = models.create(name)
+  assert model.drop_rate == (0.2 if name.endswith('senet154') else 0.0)
+  assert model.zero_init_last_bn == (not name.startswith('legacy_'))
+
+
+# He et al. 2016 (ResNet-20..110, option A: no projection parameters) and its pre-activation
+# variants; ResNet-164 (Identity Mappings) and WRN-16-8: bare 1x1 projection convs. Papers: ResNet-110
+# 1.7M, ResNet-164 1.7M, WRN-16-8 11.0M parameters. With projections / with option A for contrast.
+_CIFAR_PARAMS = {  # name: (default, other shortcut), 10 classes
+    'resnet20_cifar': ('pad', 269_722, 272_474), 'resnet110_cifar': ('pad', 1_727_962, 1_730_714),
+    'seresnet110_cifar': ('pad', 1_742_200, 1_744_952), 'preactresnet110_cifar': ('pad', 1_727_962, 1_730_522),
+    'resnet164_cifar': ('conv', 1_703_258, 1_661_274), 'seresnet164_cifar': ('conv', 1_905_362, 1_863_378),
+    'wrn16_8_cifar': ('conv', 10_961_370, 10_795_482), 'sewrn16_8_cifar': ('conv', 11_049_290, 10_883_402),
+}
+
+
+@pytest.mark.parametrize('name', sorted(_CIFAR_PARAMS))
+def test_cifar_family_defaults_and_parameter_counts(name):
+  shortcut, default_params, other_params = _CIFAR_PARAMS[name]
+  model = models.create(name)
+  assert (model.downsample, model.zero_init_last_bn, model.drop_rate) == (shortcut, False, 0.0)
+  assert _n_params(name) == default_params
+  assert _n_params(name, downsample='conv' if shortcut == 'pad' else 'pad') == other_params
+  params = _params_of(name)
+  if shortcut == 'pad':
+    assert not any(k.startswith('downsample') for block in params.values() for k in block)
+  else:  # pre-activation projections: the conv on the pre-activated input, no BatchNorm after it
+    assert set(params['layer2_0']) >= {'downsample_conv'} and 'downsample_bn' not in params['layer2_0']

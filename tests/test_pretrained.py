@@ -1,5 +1,6 @@
 """se_flax.pretrained: every form of pretrained=, hub fetching (offline, a fake in place of the
-network), loading equal to the converter, head replacement, and a tag's preprocessing."""
+network), loading equal to the converter, head replacement, and a tag's preprocessing, which equals
+timm's eval transform (live where torch and timm are installed, else timm's committed references)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import pathlib
 
 import functools
+import sys
 
 import huggingface_hub
 from huggingface_hub import constants as hub_constants
@@ -24,6 +26,10 @@ GOLDEN = pathlib.Path(__file__).resolve().parent / 'golden'
 _spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weights.py')
 weights = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(weights)
+sys.path.insert(0, str(GOLDEN))
+import photos  # noqa: E402  (tests/golden/photos.py: the real photos the references were made from)
+
+TIMM_EVAL = json.loads((GOLDEN / 'preprocess' / 'timm_eval.json').read_text())
 
 NAME = 'legacy_seresnet18'  # smallest golden key list
 HUB_TAG = 'seresnet50.ra2_in1k'
@@ -183,7 +189,7 @@ def test_tag_from_the_local_dir_and_pth_only_tags(weights_file, offline_hub):
 def test_preprocessing_maps_to_data_fields():
   fields = pretrained.data_fields(pretrained.eval_preprocessing(HUB_TAG))
   assert fields == {'image_size': 288, 'eval_resize': 303, 'eval_interpolation': 'bicubic', 'eval_antialias': True,
-                    'mean': (123.675, 116.28, 103.53), 'std': (58.395, 57.12, 57.375)}
+                    'eval_backend': 'pil', 'mean': (123.675, 116.28, 103.53), 'std': (58.395, 57.12, 57.375)}
   train = pretrained.data_fields(pretrained.train_preprocessing('resnet50.tv2_in1k'))
   assert (train['image_size'], train['eval_resize'], train['eval_interpolation']) == (176, 201, 'bilinear')
   assert pretrained.data_fields(pretrained.eval_preprocessing('resnet34.ra4_e3600_r224_in1k'))['mean'] == (127.5,) * 3
@@ -209,6 +215,13 @@ def test_evaluate_a_tag_with_its_preprocessing(weights_file, offline_hub, tmp_pa
   assert (config.data.image_size, config.data.eval_resize, config.data.eval_interpolation) == (224, 256, 'bicubic')
   assert config.data.eval_antialias and result['reference_top1'] == pytest.approx(71.766)
   assert batch['image'].shape == (8, 224, 224, 3)
+  # The input is pretrained.preprocess of each stored JPEG, bit for bit (PIL through tf.numpy_function).
+  import tensorflow_datasets as tfds
+  with tfds_mocks.mock_tfds('imagenet2012', 8, str(tmp_path / 'raw')):
+    raw = tfds.builder('imagenet2012').as_dataset(split='validation', shuffle_files=False,
+                                                  decoders={'image': tfds.decode.SkipDecoding()})
+    jpegs = [ex['image'] for ex in tfds.as_numpy(raw)]
+  np.testing.assert_array_equal(batch['image'], np.stack([pretrained.preprocess(tag, j) for j in jpegs]))
   module, variables = convert.from_timm(NAME, convert.load_safetensors(weights_file))
   logits = np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, batch['image']))
   assert result['top1'] == pytest.approx(np.mean(np.argmax(logits, -1) == batch['label']), abs=1e-9)
@@ -237,3 +250,77 @@ def test_evaluating_weights_on_a_dataset_with_other_classes_is_an_error(weights_
   with pytest.raises(ValueError) as info:
     evaluation.evaluate_pretrained(digits_config.get_config(), weights_file, name=NAME)
   assert "predict 1000 classes but dataset 'digits' has 10" in str(info.value) and '\n' not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tag's eval input equals timm's (tests/golden/preprocess: make_preprocess_golden.py, timm 1.0.31).
+
+
+@pytest.fixture(scope='module')
+def live_timm(tmp_path_factory):
+  """Where torch and timm are installed: make_preprocess_golden.py's output for the installed timm
+  (every tag's data config, and the whole arrays), written by a subprocess (torch and TensorFlow in
+  one process can crash); None elsewhere."""
+  if importlib.util.find_spec('torch') is None or importlib.util.find_spec('timm') is None:
+    return None
+  import os
+  import subprocess
+  out = tmp_path_factory.mktemp('live_timm')
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+  proc = subprocess.run([sys.executable, str(GOLDEN / 'make_preprocess_golden.py'), '--out', str(out), '--full',
+                         str(out)], env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads((out / 'timm_eval.json').read_text()), np.load(out / 'timm_eval_full.npz')
+
+
+@pytest.mark.parametrize('tag', sorted(pretrained.TAGS))
+def test_every_tags_preprocessing_is_timms(tag, live_timm):
+  """The table's test resolution, crop, interpolation and mean/std are what timm resolves for the tag
+  (the committed record of timm 1.0.31, and the installed timm where there is one)."""
+  prep = pretrained.eval_preprocessing(tag)
+  records = [TIMM_EVAL] + ([live_timm[0]] if live_timm else [])
+  for cfg in [record['configs'][record['tags'][tag]] for record in records]:
+    assert (prep.image_size, prep.crop_pct, prep.interpolation) == (cfg['input_size'][-1], cfg['crop_pct'],
+                                                                    cfg['interpolation'])
+    assert prep.mean == pytest.approx(cfg['mean']) and prep.std == pytest.approx(cfg['std'])
+
+
+def _first_tag(key: str) -> str:
+  return next(t for t, k in TIMM_EVAL['tags'].items() if k == key)
+
+
+@pytest.mark.parametrize('key', sorted(TIMM_EVAL['configs']))
+def test_preprocess_equals_timms_references(key):
+  """Each distinct eval transform of the table on two real JPEGs and PNG crops of them at other sizes
+  and aspects: timm's 0..255 levels at a grid of pixels and per-channel sums over the whole crop."""
+  references = np.load(GOLDEN / 'preprocess' / 'timm_eval.npz')
+  tag, cfg = _first_tag(key), TIMM_EVAL['configs'][key]
+  (row, col), stride = TIMM_EVAL['offset'], TIMM_EVAL['stride']
+  mean, std = np.float32(cfg['mean']), np.float32(cfg['std'])
+  for i, name in enumerate(photos.NAMES):
+    got = pretrained.preprocess(tag, photos.encoded(name))
+    assert got.shape == (cfg['input_size'][-1],) * 2 + (3,) and got.dtype == np.float32, name
+    expected = (references[key][i].astype(np.float32) / 255 - mean) / std  # timm's formula
+    np.testing.assert_allclose(got[row::stride, col::stride], expected, atol=1e-5, rtol=0, err_msg=name)
+    levels = np.rint((got * std + mean) * 255).astype(np.int64)
+    np.testing.assert_array_equal(levels.reshape(-1, 3).sum(0), references[f'{key}/sum'][i], err_msg=name)
+
+
+@pytest.mark.parametrize('key', sorted(TIMM_EVAL['configs']))
+def test_preprocess_equals_live_timm(key, live_timm):
+  """Where torch and timm are installed: the whole arrays, against the installed timm's transform."""
+  if live_timm is None:
+    pytest.skip('torch and timm are not installed (the committed references are checked instead)')
+  record, arrays = live_timm
+  tag = next(t for t, k in record['tags'].items() if k == key)
+  for name in photos.NAMES:
+    np.testing.assert_allclose(pretrained.preprocess(tag, photos.encoded(name)), arrays[f'{key}/{name}'],
+                               atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_preprocess_rejects_unknown_tags_and_bad_images():
+  with pytest.raises(ValueError, match="unknown pretrained tag 'seresnet50.nope'"):
+    pretrained.preprocess('seresnet50.nope', photos.encoded('china'))
+  from PIL import UnidentifiedImageError
+  with pytest.raises(UnidentifiedImageError):
+    pretrained.preprocess(HUB_TAG, b'not an image')

@@ -85,7 +85,8 @@ def test_damaged_latest_checkpoint_falls_back_to_newest_good(digits_dir, tmp_pat
 
   with caplog.at_level('WARNING'):
     train_lib.train_and_evaluate(config(8), work)
-  warnings = [r.getMessage() for r in caplog.records if 'damaged' in r.getMessage()]
+  # ' is damaged (': the warning itself, not other records that merely hold this test's tmp path
+  warnings = [r.getMessage() for r in caplog.records if ' is damaged (' in r.getMessage()]
   assert len(warnings) == 1 and f'{os.sep}6 is damaged' in warnings[0], warnings
   assert any(d.startswith('6.damaged-') for d in os.listdir(os.path.join(work, 'checkpoints')))
   for s, digest in good.items():  # good checkpoints untouched
@@ -130,6 +131,39 @@ def test_nonfinite_steps_can_be_skipped_and_counted(digits_dir, tmp_path):
   state = final_state(str(tmp_path))
   assert result['step'] == 6 and 0 < result['skipped_steps'] == int(state['skipped']) <= 6
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state['params']))
+
+
+def test_after_a_skipped_step_the_applied_learning_rate_is_the_logged_one(digits_dir):
+  """A dropped step moves state.step but not the optimiser's count; the next update still uses
+  lr_fn(state.step), the rate that is logged: with plain SGD the update scales with it exactly."""
+  from jax.sharding import NamedSharding, PartitionSpec
+  from se_flax import steps
+  from se_flax.data import input_pipeline
+  config = tiny_digits(digits_dir)
+  config.num_devices = 1
+  config.optim.update(name='sgd', momentum=0.0, weight_decay=0.0, lr=10.0)  # moves far above rounding
+  config.schedule.update(name='constant', warmup_steps=1, warmup_mode='constant', warmup_lr_factor=0.1)
+  exp = train_lib.build_experiment(config)
+  lr_fn = exp.lr_fn
+  assert float(lr_fn(1)) == pytest.approx(10 * float(lr_fn(0)))
+  train_step = steps.make_train_step(exp.model, config, exp.spec.num_classes, exp.mesh, lr_fn)
+  batch = next(input_pipeline.train_iterator(config.data, global_batch_size=32, seed=0))
+  sharding = NamedSharding(exp.mesh, PartitionSpec(steps.AXIS))
+  good = steps.to_global(batch, sharding)
+  nan = steps.to_global({**batch, 'image': np.full_like(batch['image'], np.nan)}, sharding)
+  copy = lambda state: jax.tree_util.tree_map(lambda x: x.copy(), state)
+  start = jax.device_get(exp.state.params)
+
+  straight, _ = train_step(copy(exp.state), good)  # the batch at step 0: lr_fn(0)
+  dropped, metrics = train_step(copy(exp.state), nan)
+  assert float(metrics['nonfinite']) == 1.0 and int(dropped.step) == 1 and int(dropped.skipped) == 1
+  after, metrics = train_step(dropped, good)  # the same batch at step 1, after the dropped step
+  assert float(metrics['learning_rate']) == pytest.approx(float(lr_fn(1)))
+  assert int(after.step) == 2 and float(metrics['nonfinite']) == 0.0
+  moved_straight = jax.tree_util.tree_map(np.subtract, jax.device_get(straight.params), start)
+  moved_after = jax.tree_util.tree_map(np.subtract, jax.device_get(after.params), start)
+  for a, b in zip(jax.tree_util.tree_leaves(moved_straight), jax.tree_util.tree_leaves(moved_after)):
+    np.testing.assert_allclose(b, 10 * a, rtol=1e-3, atol=1e-5)  # lr_fn(1) / lr_fn(0), not 1
 
 
 def test_workdir_held_by_a_live_run_is_refused_and_stale_lock_is_not(digits_dir, tmp_path):

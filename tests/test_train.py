@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow_datasets as tfds
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import digits as digits_config
@@ -95,24 +96,39 @@ def test_resume_is_bitwise_equal(digits_dir, tmp_path):
   assert_same_state(a, b)
 
 
-@pytest.mark.parametrize('num_devices', [1, 4])
-@pytest.mark.parametrize('dataset', ['cifar10', 'imagenet2012'])
-def test_mock_tfds_train_step(dataset, num_devices, tmp_path):
+def _mock_config(dataset: str):
+  """configs/cifar10.py or configs/imagenet.py with a tiny model, small images and 2 steps."""
   if dataset == 'cifar10':
     config = cifar10_config.get_config('seresnet_tiny_cifar')
   else:
     config = imagenet_config.get_config('seresnet_tiny')
     config.data.image_size, config.data.eval_resize = 32, 36
-  config.data.data_dir = str(tmp_path / 'tfds')
-  config.num_devices = num_devices
   config.train.update(global_batch_size=8, num_steps=2, log_every_steps=1, checkpoint_every_steps=2)
-  config.train.num_epochs = 1.0
   config.eval.global_batch_size = 8
-  with tfds_mocks.mock_tfds(input_pipeline.get_spec(dataset).tfds_name, 20, config.data.data_dir):
+  return config
+
+
+@pytest.mark.parametrize('num_devices', [1, 4])
+@pytest.mark.parametrize('dataset', ['cifar10', 'imagenet2012'])
+def test_configs_train_inside_the_standard_tfds_mock(dataset, num_devices, tmp_path):
+  """As the flax imagenet example's tests: `tfds.testing.mock_data(num_examples=8)`, default policy."""
+  config = _mock_config(dataset)
+  config.num_devices = num_devices
+  with tfds.testing.mock_data(num_examples=8):
     result = train_lib.train_and_evaluate(config, str(tmp_path / 'work'))
-  assert result['step'] == 2 and result['num_examples'] == 20
+  assert result['step'] == 2 and result['num_examples'] == 8
   assert np.isfinite(result['loss'])
   assert all(np.isfinite(v) for v in scalars(str(tmp_path / 'work'), 'train/loss').values())
+
+
+@pytest.mark.parametrize('dataset', ['cifar10', 'imagenet2012'])
+def test_outside_a_mock_a_missing_dataset_is_one_line(dataset, tmp_path):
+  config = _mock_config(dataset)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  with pytest.raises(input_pipeline.DataNotFoundError) as info:
+    train_lib.train_and_evaluate(config, str(tmp_path / 'work'))
+  assert '\n' not in str(info.value) and f'tfds build {dataset} --data_dir={tmp_path / "tfds"}' in str(info.value)
+  assert not (tmp_path / 'work').exists() and not (tmp_path / 'tfds').exists()
 
 
 def test_eval_is_exact_for_any_batch_and_device_count(digits_dir):

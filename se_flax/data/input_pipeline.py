@@ -29,10 +29,15 @@ bitwise identical to an uninterrupted one (but, unlike the in-memory path,
 the data depend on P).
 
 Preprocessing (pixel values stay in 0..255 until the final normalisation):
+  * JPEGs are decoded with `dct_method='INTEGER_ACCURATE'` (libjpeg's accurate
+    integer DCT, which PIL, OpenCV and so PyTorch pipelines use; TensorFlow's
+    default fast DCT is off by up to 18 grey levels);
   * eval / augment 'none': resize the short side to `eval_resize`
     (`eval_interpolation`, area-averaged when shrinking if `eval_antialias`, as
     PIL and so timm do; skipped if it already has that size), then centre crop
-    `image_size`;
+    `image_size`. With `eval_backend='pil'` evaluation decodes, resizes and
+    crops with PIL itself (`pil_eval`, via `tf.numpy_function`): exactly timm's
+    eval transform, as `eval.py --pretrained` uses;
   * 'cifar': the above, then `crop_padding` zero pixels (black, before
     normalisation) on each side, a random `image_size` crop and a random
     horizontal flip;
@@ -62,6 +67,7 @@ import tensorflow_datasets as tfds
 
 from se_flax import errors
 from se_flax.data import digits
+from se_flax.data import pil_eval
 
 try:
   tf.config.set_visible_devices([], 'GPU')  # TF must never take a GPU.
@@ -73,6 +79,8 @@ Config = ml_collections.ConfigDict
 Transform = Callable[..., tf.Tensor]
 AUGMENTATIONS = ('none', 'cifar', 'inception')
 INTERPOLATIONS = ('bilinear', 'bicubic')
+EVAL_BACKENDS = ('tensorflow', 'pil')
+JPEG_DCT = 'INTEGER_ACCURATE'  # as PIL (libjpeg's default islow DCT); big_vision's decode(precise=True)
 _INCEPTION_ATTEMPTS = 10
 _LOAD_CHUNK = 8192
 
@@ -133,7 +141,7 @@ def default_data_config(name: str = 'digits') -> Config:
   cfg.train_split = spec.train_split
   cfg.eval_split = spec.eval_split
   cfg.image_size = size
-  cfg.augment = _DEFAULT_AUGMENT[name]
+  cfg.augment = _DEFAULT_AUGMENT.get(name, 'none' if spec.in_memory else 'inception')
   cfg.crop_padding = 1 if name == 'digits' else 4
   cfg.random_flip = name != 'digits'  # horizontal flips with the 'cifar' / 'inception' crops
   cfg.rrc_scale = (0.08, 1.0)
@@ -141,6 +149,7 @@ def default_data_config(name: str = 'digits') -> Config:
   cfg.eval_resize = 256 if name == 'imagenet2012' else size
   cfg.eval_interpolation = 'bilinear'  # eval resize: 'bilinear' | 'bicubic' (timm tags name theirs)
   cfg.eval_antialias = False  # area-average when shrinking, as PIL (timm's eval) does
+  cfg.eval_backend = 'tensorflow'  # 'pil': decode, resize and crop as timm does (pretrained tags)
   cfg.keep_labels = ()  # () all classes; e.g. (0, 1, 2, 3, 4): only these, relabelled 0..K-1
   cfg.mean = spec.mean
   cfg.std = spec.std
@@ -153,14 +162,32 @@ def default_data_config(name: str = 'digits') -> Config:
 
 
 def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  """A prepared builder; never downloads (there may be no network)."""
-  tfds_name = get_spec(name).tfds_name
-  if tfds_name in _AUTO_PREPARE:
-    return _AUTO_PREPARE[tfds_name](data_dir)
-  builder = tfds.builder(tfds_name, data_dir=data_dir)
-  if not builder.is_prepared():
-    raise DataNotFoundError(_missing_message(tfds_name, str(builder.data_dir_root)))
+  """A prepared (or mocked) builder; never downloads (there may be no network)."""
+  spec = get_spec(name)
+  if spec.tfds_name in _AUTO_PREPARE:
+    return _AUTO_PREPARE[spec.tfds_name](data_dir)
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  if not builder.is_prepared() and not _served_without_files(builder, spec.train_split):
+    raise DataNotFoundError(_missing_message(spec.tfds_name, str(builder.data_dir_root)))
   return builder
+
+
+def _served_without_files(builder: tfds.core.DatasetBuilder, split: str) -> bool:
+  """Whether TFDS serves a dataset that has no prepared files: `tfds.testing.mock_data` (its
+  default policy builds the dataset's info from code). An unprepared real dataset refuses."""
+  try:
+    builder.as_dataset(split=split)
+  except AssertionError:  # TFDS: 'could not find data in <data_dir>'
+    return False
+  return True
+
+
+def _split_size(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  """Examples of a (sub)split: TFDS's metadata, or, where there is none (a dataset mocked from
+  code), the cardinality of what TFDS serves."""
+  if builder.info.splits:
+    return builder.info.splits[split].num_examples
+  return int(builder.as_dataset(split=split).cardinality())
 
 
 def _missing_message(tfds_name: str, root: str) -> str:
@@ -225,7 +252,7 @@ def num_examples(data_cfg: Config, split: str) -> int:
   if get_spec(data_cfg.name).in_memory:
     return len(_split_arrays(data_cfg, split)[1])
   num_classes(data_cfg)  # keep_labels is refused here
-  return _builder(data_cfg.name, data_cfg.data_dir).info.splits[split].num_examples
+  return _split_size(_builder(data_cfg.name, data_cfg.data_dir), split)
 
 
 def steps_per_epoch(data_cfg: Config, global_batch_size: int) -> int:
@@ -253,6 +280,8 @@ def _check_config(data_cfg: Config, channels: int) -> None:
   if data_cfg.get('eval_interpolation', 'bilinear') not in INTERPOLATIONS:
     raise ValueError(f'eval_interpolation {data_cfg.eval_interpolation!r} is not one of '
                      f'{", ".join(INTERPOLATIONS)}.')
+  if data_cfg.get('eval_backend', 'tensorflow') not in EVAL_BACKENDS:
+    raise ValueError(f'eval_backend {data_cfg.eval_backend!r} is not one of {", ".join(EVAL_BACKENDS)}.')
   if data_cfg.eval_resize < data_cfg.image_size:
     raise ValueError(f'eval_resize {data_cfg.eval_resize} must be >= image_size '
                      f'{data_cfg.image_size}.')
@@ -282,17 +311,31 @@ def _centre_view(image: tf.Tensor, short_side: int, size: int, method: str = 'bi
 def _decoder(encoded: bool, channels: int) -> Callable[[tf.Tensor], tf.Tensor]:
   """Stored example -> uint8 image: JPEG bytes (streaming) or identity."""
   if encoded:
-    return lambda data: tf.io.decode_jpeg(data, channels=channels)
+    return lambda data: tf.io.decode_jpeg(data, channels=channels, dct_method=JPEG_DCT)
   return lambda data: data
 
 
 def _eval_transform(data_cfg: Config, encoded: bool, channels: int) -> Transform:
-  """Stored example -> float32 [S, S, C] in 0..255, no randomness."""
+  """Stored example -> float32 [S, S, C] in 0..255, no randomness (TensorFlow ops)."""
   decode = _decoder(encoded, channels)
   method = data_cfg.get('eval_interpolation', 'bilinear')
   antialias = bool(data_cfg.get('eval_antialias', False))
   return lambda data: _centre_view(decode(data), data_cfg.eval_resize, data_cfg.image_size, method,
                                    antialias)
+
+
+def _pil_eval_transform(data_cfg: Config, channels: int) -> Transform:
+  """Stored example (JPEG bytes or uint8 image) -> float32 [S, S, C] in 0..255: `pil_eval.view`,
+  timm's eval transform (PIL decode, resize, centre crop) in `tf.numpy_function`."""
+  size = data_cfg.image_size
+  view = functools.partial(pil_eval.view, short_side=data_cfg.eval_resize, size=size,
+                           interpolation=data_cfg.eval_interpolation, channels=channels)
+
+  def transform(data: tf.Tensor) -> tf.Tensor:
+    image = tf.numpy_function(view, [data], tf.uint8, stateful=False)
+    return tf.cast(tf.ensure_shape(image, [size, size, channels]), tf.float32)
+
+  return transform
 
 
 def _cifar_crop(data_cfg: Config, encoded: bool, channels: int) -> Transform:
@@ -323,7 +366,7 @@ def _inception_crop(data_cfg: Config, encoded: bool, channels: int) -> Transform
     def sampled() -> tf.Tensor:
       if encoded:
         window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-        patch = tf.io.decode_and_crop_jpeg(data, window, channels=channels)
+        patch = tf.io.decode_and_crop_jpeg(data, window, channels=channels, dct_method=JPEG_DCT)
       else:
         patch = tf.slice(data, begin, extent)
       return tf.image.resize(patch, [size, size], method='bilinear')
@@ -491,7 +534,10 @@ def eval_iterator(data_cfg: Config, *, split: str | None = None,
   _check_config(data_cfg, channels)
   local = _local_batch(global_batch_size, process_index, process_count)
   split = split or data_cfg.eval_split
-  transform = _eval_transform(data_cfg, not spec.in_memory, channels)
+  if data_cfg.get('eval_backend', 'tensorflow') == 'pil':
+    transform = _pil_eval_transform(data_cfg, channels)
+  else:
+    transform = _eval_transform(data_cfg, not spec.in_memory, channels)
   if spec.in_memory:
     return _memory_eval(data_cfg, transform, split, global_batch_size, local, process_index)
   return _stream_eval(data_cfg, transform, split, local, process_index, process_count)
@@ -523,7 +569,7 @@ def _stream_eval(data_cfg: Config, transform: Transform, split: str, local: int,
   """This process's `even_splits` share in order, padded to the common batch count."""
   builder = _builder(data_cfg.name, data_cfg.data_dir)
   shares = tfds.even_splits(split, n=process_count)
-  counts = [builder.info.splits[share].num_examples for share in shares]
+  counts = [_split_size(builder, share) for share in shares]
   batches = max(math.ceil(count / local) for count in counts)
   count = counts[process_index]
   ds = builder.as_dataset(split=shares[process_index], shuffle_files=False,

@@ -126,14 +126,17 @@ def create(name: str, pretrained: Any = None, **overrides) -> nn.Module | tuple[
 
 # ----------------------------------------------------------------------------------------------
 # ImageNet networks. timm layout: stride on the 3x3, 3x3/2 max-pool with padding 1, SE width
-# make_divisible(C/16, 8). Caffe layout (timm legacy_*): stride on the first 1x1 for SE-ResNet,
-# ceil-mode max-pool, SE width C // 16.
+# make_divisible(C/16, 8), last BatchNorm of each residual branch starting at 0 (timm ResNet's
+# zero_init_last=True). Caffe layout (timm legacy_*): stride on the first 1x1 for SE-ResNet,
+# ceil-mode max-pool, SE width C // 16, every BatchNorm scale starting at 1 (timm senet.py's
+# init), no dropout: the SE-ResNet/SE-ResNeXt Caffe models (prototxts of the paper's release) have
+# none before the classifier; only SENet-154 has dropout 0.2 (both layouts, as the paper).
 
 _DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)), 50: ('bottleneck', (3, 4, 6, 3)),
            101: ('bottleneck', (3, 4, 23, 3)), 152: ('bottleneck', (3, 8, 36, 3))}
 _TIMM_SE = SEConfig(rounding='divisible8')
 _CAFFE_SE = SEConfig(rounding='floor')
-_CAFFE = dict(stem_pool='ceil', drop_rate=0.2)
+_CAFFE = dict(stem_pool='ceil', zero_init_last_bn=False)
 
 
 def _register_imagenet() -> None:
@@ -169,18 +172,23 @@ def _register_imagenet() -> None:
                   drop_rate=0.2)
   register('senet154', input_size=224, description='SENet-154 (timm layout)', se=_TIMM_SE, **senet154)
   register('legacy_senet154', input_size=224, description='SENet-154, Caffe layout of the paper',
-           se=_CAFFE_SE, stem_pool='ceil', **senet154)
+           se=_CAFFE_SE, **_CAFFE, **senet154)
 
 
 # ----------------------------------------------------------------------------------------------
-# CIFAR networks (32x32, three stages, 3x3 stem without pooling).
+# CIFAR networks (32x32, three stages, 3x3 stem without pooling), as the papers the SE paper's
+# CIFAR tables take them from: every BatchNorm scale starts at 1 (no zero-init); the basic-block
+# ResNets (He et al. 2016, CIFAR section) use option A shortcuts (identity, zero-padded channels,
+# no parameters); ResNet-164 (He et al., Identity Mappings: KaimingHe/resnet-1k-layers) and
+# WRN-16-8 (Zagoruyko & Komodakis) project with 1x1 convolutions where the shape changes.
 
 def _register_cifar() -> None:
-  cifar = dict(stem='cifar', stem_channels=16, widths=(16, 32, 64), drop_rate=0.0, num_classes=10)
+  cifar = dict(stem='cifar', stem_channels=16, widths=(16, 32, 64), drop_rate=0.0, num_classes=10,
+               zero_init_last_bn=False)
   paper_se = SEConfig(rounding='floor')
   for depth in (20, 32, 44, 56, 110):
     n = (depth - 2) // 6
-    base = dict(block='basic', stage_sizes=(n, n, n), **cifar)
+    base = dict(block='basic', stage_sizes=(n, n, n), downsample='pad', **cifar)
     register(f'resnet{depth}_cifar', input_size=32, description=f'ResNet-{depth} (He et al. 2016, CIFAR)', **base)
     register(f'seresnet{depth}_cifar', input_size=32, description=f'SE-ResNet-{depth} (CIFAR)',
              se=paper_se, **base)

@@ -47,6 +47,7 @@ class _Residual(nn.Module):
   stride_on: str = '3x3'
   act_before_attn: bool = False  # Caffe SE-ResNet basic block applies ReLU before SE
   expansion = 1
+  projection_norm = True  # BatchNorm after a projection shortcut's conv
 
   def _attn_at(self, where: str, x: jax.Array) -> jax.Array:
     if self.attn is not None and self.placement == where:
@@ -70,7 +71,7 @@ class _Residual(nn.Module):
       kernel = 1
     x = self.conv(out_channels, (kernel, kernel), strides=(strides, strides),
                   padding=layers.same_padding(kernel), name='downsample_conv')(x)
-    return self.norm(name='downsample_bn')(x)
+    return self.norm(name='downsample_bn')(x) if self.projection_norm else x
 
   def _finish(self, y: jax.Array, shortcut: jax.Array, out_channels: int, post_act: bool) -> jax.Array:
     """Standard/identity/post SE placements around the residual sum."""
@@ -131,7 +132,10 @@ class Bottleneck(_Residual):
 
 
 class PreActBasicBlock(_Residual):
-  """Pre-activation basic block (He et al., Identity Mappings; Wide ResNets)."""
+  """Pre-activation basic block (He et al., Identity Mappings; Wide ResNets). A projection shortcut
+  is a bare conv on the pre-activated input, as in both papers' code."""
+
+  projection_norm = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -149,9 +153,10 @@ class PreActBasicBlock(_Residual):
 
 
 class PreActBottleneck(_Residual):
-  """Pre-activation bottleneck (ResNet-164 of He et al., Identity Mappings)."""
+  """Pre-activation bottleneck (ResNet-164 of He et al., Identity Mappings); bare-conv projections."""
 
   expansion = 4
+  projection_norm = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -189,8 +194,8 @@ class ResNet(nn.Module):
     stem_width: channels of the first two deep-stem convs; stem_channels: stem output channels.
     stem_pool: 'pad' (3x3/2 padding 1, timm) or 'ceil' (3x3/2 ceil mode, Caffe / timm legacy).
     stride_on: in bottlenecks, '3x3' (timm, ResNeXt) or '1x1' (Caffe SE-ResNet).
-    downsample: shortcut projection, 'conv' (conv+BN), 'avg' (ResNet-D avg-pool+conv+BN),
-      'pad' (CIFAR option A, parameter-free).
+    downsample: shortcut projection, 'conv' (conv+BN; pre-activation blocks: the conv alone),
+      'avg' (ResNet-D avg-pool+conv+BN), 'pad' (CIFAR option A, parameter-free).
     down_kernel_size: kernel of strided projection convs (3 for SENet-154).
     cardinality, base_width: ResNeXt groups and width per group; reduce_first: divisor of the
       first conv's width (2 for SENet-154).

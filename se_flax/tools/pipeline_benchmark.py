@@ -1,18 +1,23 @@
-"""Throughput of the input pipeline alone (no model), in images/s and images/s per CPU core.
+"""Throughput of the input pipeline alone (no model): images/s, per CPU core, and per CPU-second.
 
-  python -m se_flax.tools.pipeline_benchmark --dataset=cifar|imagenet-jpeg [--batch=256] [--seconds=10] [--json]
+  python -m se_flax.tools.pipeline_benchmark --dataset=cifar|imagenet-jpeg [--batch=256] [--seconds=10]
+      [--tag=legacy_seresnet50.in1k] [--json]
 
 cifar: synthetic uint8 32x32x3 arrays through input_pipeline's in-memory train path (batch gather,
 'cifar' augment, normalisation). imagenet-jpeg: ~200 synthetic JPEGs of about 500x375 encoded in
-memory, through the streaming path's 'inception' train transform and the eval transform
-(resize 256, centre crop 224). Both reuse input_pipeline's own transform functions, so a change
-there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
+memory, through the streaming path's 'inception' train transform, the recipe's eval transform
+(TensorFlow: resize 256, centre crop 224) and `eval.py --pretrained=TAG`'s (`--tag`: timm's eval
+transform in PIL, `eval_backend='pil'`). All reuse input_pipeline's own transform functions, so a
+change there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
+Images per CPU-second (this process's user + system time) is the steadier figure on a machine that
+other jobs share: it does not count the time the pipeline waits for a core.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from typing import Callable, Iterator
@@ -22,6 +27,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from se_flax import pretrained
 from se_flax.data import input_pipeline as ip
 
 DATASETS = ('cifar', 'imagenet-jpeg')
@@ -30,19 +36,27 @@ _BATCH = flags.DEFINE_integer('batch', 256, 'Images per batch.')
 _SECONDS = flags.DEFINE_float('seconds', 10.0, 'Timed duration per transform (after one warm-up batch).')
 _NUM_JPEGS = flags.DEFINE_integer('num-jpegs', 200, 'Synthetic JPEGs to cycle through.')
 _JSON = flags.DEFINE_boolean('json', False, 'Print the figures as one JSON object on the last line.')
+_TAG = flags.DEFINE_string('tag', 'legacy_seresnet50.in1k', 'Pretrained tag whose eval transform (PIL, as '
+                           'eval.py --pretrained) is timed as pretrained_eval.')
 
 
 def cpu_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
-def images_per_second(batches: Iterator[dict], seconds: float) -> float:
-  """Images/s of an iterator over `seconds`, after one untimed batch (graph building, warm-up)."""
+def cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def images_per_second(batches: Iterator[dict], seconds: float) -> tuple[float, float]:
+  """(images per wall second, images per CPU-second) of an iterator over `seconds`, after one
+  untimed batch (graph building, warm-up)."""
   next(batches)
-  count, start = 0, time.perf_counter()
+  count, start, cpu_start = 0, time.perf_counter(), cpu_seconds()
   while time.perf_counter() - start < seconds:
     count += len(next(batches)['image'])
-  return count / (time.perf_counter() - start)
+  return count / (time.perf_counter() - start), count / max(cpu_seconds() - cpu_start, 1e-9)
 
 
 def cifar_batches(batch: int, n: int = 4096) -> Iterator[dict]:
@@ -72,11 +86,16 @@ def synthetic_jpegs(count: int, height: int = 375, width: int = 500) -> list[byt
   return jpegs
 
 
-def jpeg_batches(jpegs: list[bytes], batch: int, train: bool) -> Iterator[dict]:
-  """input_pipeline's streaming example function (`_stream_epoch` / `_stream_eval`) over `jpegs`."""
+def jpeg_batches(jpegs: list[bytes], batch: int, train: bool, tag: str | None = None) -> Iterator[dict]:
+  """input_pipeline's streaming example function (`_stream_epoch` / `_stream_eval`) over `jpegs`;
+  with `tag`, evaluation with the tag's preprocessing (`pretrained.data_fields`, PIL)."""
   cfg = ip.default_data_config('imagenet2012')
-  make = ip._train_transform if train else ip._eval_transform
-  transform: Callable[..., tf.Tensor] = make(cfg, True, 3)
+  if tag:
+    cfg.update(pretrained.data_fields(pretrained.eval_preprocessing(tag)))
+    transform: Callable[..., tf.Tensor] = ip._pil_eval_transform(cfg, 3)
+  else:
+    make = ip._train_transform if train else ip._eval_transform
+    transform = make(cfg, True, 3)
   key = tf.constant(7, tf.int64)
 
   def example(position: tf.Tensor, data: tf.Tensor) -> dict:
@@ -88,7 +107,7 @@ def jpeg_batches(jpegs: list[bytes], batch: int, train: bool) -> Iterator[dict]:
   return ip._finish(ds.batch(batch, drop_remainder=True))
 
 
-def run(dataset: str, batch: int, seconds: float, num_jpegs: int) -> dict:
+def run(dataset: str, batch: int, seconds: float, num_jpegs: int, tag: str = 'legacy_seresnet50.in1k') -> dict:
   """{transform: images/s} plus per-core figures."""
   cores = cpu_cores()
   if dataset == 'cifar':
@@ -97,23 +116,26 @@ def run(dataset: str, batch: int, seconds: float, num_jpegs: int) -> dict:
   else:
     jpegs = synthetic_jpegs(num_jpegs)
     rates = {'inception_train': images_per_second(jpeg_batches(jpegs, batch, True), seconds),
-             'eval': images_per_second(jpeg_batches(jpegs, batch, False), seconds)}
-    extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs]))}
+             'eval': images_per_second(jpeg_batches(jpegs, batch, False), seconds),
+             'pretrained_eval': images_per_second(jpeg_batches(jpegs, batch, False, tag), seconds)}
+    extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs])), 'tag': tag}
   result = {'dataset': dataset, 'batch': batch, 'seconds': seconds, 'cpu_cores': cores, **extra}
-  for name, rate in rates.items():
+  for name, (rate, per_cpu_second) in rates.items():
     result[f'{name}_img_s'] = rate
     result[f'{name}_img_s_per_core'] = rate / cores
+    result[f'{name}_img_per_cpu_s'] = per_cpu_second
   return result
 
 
 def main(argv: list[str] | None = None) -> dict:
   """Parses flags from argv (default sys.argv), prints the figures, returns them."""
   flags.FLAGS(argv or sys.argv)
-  result = run(_DATASET.value, _BATCH.value, _SECONDS.value, _NUM_JPEGS.value)
+  result = run(_DATASET.value, _BATCH.value, _SECONDS.value, _NUM_JPEGS.value, _TAG.value)
   for key, value in result.items():
     if key.endswith('img_s'):
       print(f'{key[:-6]:>16s}: {value:9.1f} img/s  {result[key + "_per_core"]:9.1f} img/s per core '
-            f'({result["cpu_cores"]} cores, batch {result["batch"]})')
+            f'{result[key[:-6] + "_img_per_cpu_s"]:9.1f} img per CPU-second ({result["cpu_cores"]} cores, '
+            f'batch {result["batch"]})')
   if _JSON.value:
     print(json.dumps(result))
   return result
