@@ -1,4 +1,5 @@
-"""Pretrained timm weights by name: the tag table, the preprocessing of each tag, and fetching.
+"""Pretrained timm weights by name: the tag table (se_flax/models/facts.py), each tag's
+preprocessing, and fetching.
 
     path, tag = pretrained.fetch(pretrained.resolve('seresnet50.ra2_in1k'))
     config.data.update(pretrained.data_fields(pretrained.eval_preprocessing('seresnet50.ra2_in1k')))
@@ -24,11 +25,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from se_flax.weights import convert
 from se_flax import errors
 from se_flax.data import pil_eval
 from se_flax.models import facts
 from se_flax.models import registry
+from se_flax.weights import convert
 
 HUB_PREFIX = 'hf-hub:'
 HUB_FILENAME = 'model.safetensors'  # what timm publishes in every timm/<tag> hub repo
