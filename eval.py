@@ -27,7 +27,7 @@ flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the la
 flags.DEFINE_string('split', None, 'TFDS split to evaluate (default: config.data.eval_split).')
 flags.DEFINE_string('timm_model', None, 'timm model name whose weights --timm_weights holds.')
 flags.DEFINE_string('timm_weights', None, 'A timm state dict as .safetensors (instead of a checkpoint).')
-flags.DEFINE_string('pretrained', None, 'A pretrained tag or hf-hub:<repo id> (`python -m se_flax.pretrained` '
+flags.DEFINE_string('pretrained', None, 'A pretrained tag or hf-hub:<repo id> (`python -m se_flax.weights.pretrained` '
                     'lists the tags), evaluated with the tag\'s preprocessing.')
 cli.define_distributed_flags()
 

@@ -47,8 +47,8 @@ def evaluate_pretrained(config: ml_collections.ConfigDict, pretrained: Any, *, n
   preprocessing (resolution, crop_pct, interpolation, mean/std) and the result carries the
   reference top-1 ('reference_top1', %) beside the measured one.
   """
-  from se_flax import convert
-  from se_flax import pretrained as pretrained_lib
+  from se_flax.weights import convert
+  from se_flax.weights import pretrained as pretrained_lib
   train_lib.maybe_initialize_distributed(config)
   source = pretrained_lib.resolve(pretrained, name)
   extra = {}

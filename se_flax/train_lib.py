@@ -30,7 +30,7 @@ import optax
 
 from se_flax import checkpointing
 from se_flax import errors
-from se_flax import finetune
+from se_flax.weights import init_from
 from se_flax import launch
 from se_flax import models
 from se_flax import optim
@@ -68,7 +68,7 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   model = create_model(config, input_pipeline.num_classes(config.data))  # SE settings, dtype, field names
   check_gate_init(model)
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
-  finetune.validate(config, model, (config.data.image_size, config.data.image_size, channels),
+  init_from.validate(config, model, (config.data.image_size, config.data.image_size, channels),
                     resuming=resuming)  # init_from (unless resuming), finetune
   if config.optim.name not in optim.OPTIMIZERS:
     raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
@@ -95,8 +95,8 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
 
 def apply_tag_preprocessing(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """A run from a pretrained tag trains and evaluates with the tag's preprocessing where the config
-  leaves the data fields at the dataset's defaults (`finetune.tag_data_fields`); returns the changes."""
-  fields = finetune.tag_data_fields(config, input_pipeline.default_data_config(config.data.name))
+  leaves the data fields at the dataset's defaults (`init_from.tag_data_fields`); returns the changes."""
+  fields = init_from.tag_data_fields(config, input_pipeline.default_data_config(config.data.name))
   if fields:
     with config.unlocked():
       config.data.update(fields)
@@ -245,7 +245,7 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   if restored is not None:
     logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
   elif config.init_from:  # a fresh run only: a resumed run keeps its own weights
-    state, _ = finetune.initialise(config, state)
+    state, _ = init_from.initialise(config, state)
   start_step = int(state.step)
 
   is_chief = jax.process_index() == 0

@@ -1,4 +1,4 @@
-"""se_flax.convert: parity with timm's eval-mode logits (golden files, no torch needed) and load errors.
+"""se_flax.weights.convert: parity with timm's eval-mode logits (golden files, no torch needed) and load errors.
 
 The golden logits come from tests/golden/make_golden.py (timm 1.0.31, torch 2.14.1); weights and
 inputs are rebuilt here from the stored key lists and seeds by tests/golden/weights.py.
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from se_flax import convert, models
+from se_flax import models
+from se_flax.weights import convert
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / 'golden'
 _spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weights.py')

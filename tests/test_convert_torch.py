@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from se_flax import convert
+from se_flax.weights import convert
 
 torch = pytest.importorskip('torch')
 timm = pytest.importorskip('timm')

@@ -6,17 +6,17 @@ import pytest
 
 from se_flax import checkpointing
 from se_flax import errors
-from se_flax import finetune
 from se_flax import paths
-from se_flax import pretrained
 from se_flax import resilience
 from se_flax.data import input_pipeline
+from se_flax.weights import init_from
+from se_flax.weights import pretrained
 
 
 @pytest.mark.parametrize('cls, builtin', [
     (errors.ConfigError, ValueError), (resilience.WorkdirBusyError, ValueError),
     (resilience.NonFiniteError, RuntimeError), (checkpointing.CheckpointMismatchError, ValueError),
-    (finetune.InitFromMismatchError, ValueError), (pretrained.PretrainedNotFoundError, FileNotFoundError),
+    (init_from.InitFromMismatchError, ValueError), (pretrained.PretrainedNotFoundError, FileNotFoundError),
     (input_pipeline.DataNotFoundError, FileNotFoundError), (input_pipeline.DataNotFoundError, ValueError)])
 def test_user_errors_keep_their_builtin_class(cls, builtin):
   assert issubclass(cls, errors.UserError) and issubclass(cls, builtin)

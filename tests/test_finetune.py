@@ -13,7 +13,8 @@ import pytest
 import safetensors.numpy
 
 from configs import finetune_digits
-from se_flax import finetune, steps, train_lib, trees
+from se_flax import steps, train_lib, trees
+from se_flax.weights import init_from
 from test_train import final_state, scalars, set_field, tiny_digits
 
 MODEL = 'seresnet_tiny_cifar'
@@ -65,7 +66,7 @@ def test_finetune_config_loads_replaces_head_and_learns(digits_dir, base_workdir
   assert result['top1'] > 0.4, result  # five classes: chance is 0.2
 
   calls = []
-  monkeypatch.setattr(finetune, 'initialise', lambda *a, **k: calls.append(a))
+  monkeypatch.setattr(init_from, 'initialise', lambda *a, **k: calls.append(a))
   config.train.num_steps = 22
   config.init_from = str(tmp_path / 'moved_away')  # the source is gone: a resume must not care
   assert train_lib.train_and_evaluate(config, str(tmp_path))['step'] == 22 and calls == []
@@ -80,7 +81,7 @@ def _fresh(digits_dir, base_workdir, **changes):
 
 def test_init_skip_keeps_fresh_values(digits_dir, base_workdir):
   config, fresh = _fresh(digits_dir, base_workdir, init_skip=('*/se/*', 'stem_bn1/*'))
-  state, report = finetune.initialise(config, fresh)
+  state, report = init_from.initialise(config, fresh)
   base = final_state(base_workdir)
   assert all('/se/' in k or 'stem_bn1' in k for k in report['skipped'])
   assert 'params/layer2_0/se/fc1/kernel' in report['skipped'] and 'batch_stats/stem_bn1/mean' in report['skipped']
@@ -93,7 +94,7 @@ def test_init_skip_keeps_fresh_values(digits_dir, base_workdir):
 
 def test_shape_mismatch_outside_skip_is_an_error_listing_keys(digits_dir, base_workdir):
   config = finetune_config(digits_dir, base_workdir, model__se__reduction=2)  # other SE widths
-  with pytest.raises(finetune.InitFromMismatchError) as info:
+  with pytest.raises(init_from.InitFromMismatchError) as info:
     train_lib.build_experiment(config)  # validated on shapes alone, before any workdir is touched
   message = str(info.value)
   assert f'init_from={base_workdir!r}: 9 shape mismatches outside config.init_skip' in message
@@ -102,23 +103,23 @@ def test_shape_mismatch_outside_skip_is_an_error_listing_keys(digits_dir, base_w
   config.init_from = ''
   fresh = train_lib.build_experiment(config).state
   config.init_from = base_workdir
-  with pytest.raises(finetune.InitFromMismatchError, match='9 shape mismatches outside config.init_skip'):
-    finetune.initialise(config, fresh)
+  with pytest.raises(init_from.InitFromMismatchError, match='9 shape mismatches outside config.init_skip'):
+    init_from.initialise(config, fresh)
   config.init_skip = ('*/se/*',)
   train_lib.validate_config(config)
-  _, report = finetune.initialise(config, fresh)
+  _, report = init_from.initialise(config, fresh)
   assert len(report['skipped']) == 12 and report['loaded']
 
 
 def test_merge_is_explicit():
   target = {'params/a/kernel': np.zeros((2, 3)), 'params/fc/kernel': np.zeros((3, 5)), 'params/new/bias': np.zeros(2)}
   source = {'params/a/kernel': np.ones((2, 3)), 'params/fc/kernel': np.ones((3, 10)), 'params/old/bias': np.ones(4)}
-  merged, report = finetune.merge(target, source)
+  merged, report = init_from.merge(target, source)
   assert report['loaded'] == ['params/a/kernel'] and report['unused'] == ['params/old/bias']
   assert report['initialised'] == ['params/fc/kernel', 'params/new/bias'] and report['head'] == ['params/fc/kernel']
   assert merged['params/a/kernel'].sum() == 6 and merged['params/fc/kernel'].sum() == 0
-  with pytest.raises(finetune.InitFromMismatchError, match='shares no variable'):
-    finetune.merge(target, {'params/z/kernel': np.ones(1)})
+  with pytest.raises(init_from.InitFromMismatchError, match='shares no variable'):
+    init_from.merge(target, {'params/z/kernel': np.ones(1)})
 
 
 def test_init_from_timm_weights_file(tmp_path):
@@ -132,10 +133,10 @@ def test_init_from_timm_weights_file(tmp_path):
   path = str(tmp_path / 'model.safetensors')
   safetensors.numpy.save_file(weights.make_state_dict(json.loads((golden / 'keys' / 'legacy_seresnet18.json').read_text())),
                               path)
-  source, description = finetune.load_source(path, 'legacy_seresnet18')
+  source, description = init_from.load_source(path, 'legacy_seresnet18')
   assert description == f'timm legacy_seresnet18 weights {path}'
   # What validate checks before the workdir is touched: the same keys and shapes, from the header only.
-  shapes = finetune.source_shapes(path, 'legacy_seresnet18')
+  shapes = init_from.source_shapes(path, 'legacy_seresnet18')
   assert {k: v.shape for k, v in shapes.items()} == {k: v.shape for k, v in source.items()}
   np.testing.assert_array_equal(source['params/layer1_0/conv1/kernel'],
                                 safetensors.numpy.load_file(path)['layer1.0.conv1.weight'].transpose(2, 3, 1, 0))
@@ -144,7 +145,7 @@ def test_init_from_timm_weights_file(tmp_path):
   # Into a 10-class model of one-channel images: head replaced, the RGB stem skipped.
   target = dict(source, **{'params/fc/kernel': np.zeros((512, 10)), 'params/fc/bias': np.zeros(10),
                            'params/stem_conv1/kernel': np.zeros((7, 7, 1, 64))})
-  _, report = finetune.merge(target, source, skip=('stem_conv1/*',))
+  _, report = init_from.merge(target, source, skip=('stem_conv1/*',))
   assert sorted(report['head']) == ['params/fc/bias', 'params/fc/kernel']
   assert report['skipped'] == ['params/stem_conv1/kernel'] and len(report['loaded']) == len(source) - 3
 
@@ -180,17 +181,17 @@ def test_validate_finds_a_missing_converted_tag_and_reads_hub_ids_as_model_name(
   the tag table holds config.model.name's weights (not an error, checked when downloaded)."""
   monkeypatch.setenv('SE_FLAX_PRETRAINED_DIR', str(tmp_path))
   with pytest.raises(ValueError, match=r"init_from='legacy_seresnet50.in1k': .*only as a PyTorch file"):
-    finetune._validate_source('legacy_seresnet50.in1k', 'seresnet_tiny_cifar')
-  finetune._validate_source('hf-hub:someone/my-finetune', 'seresnet50')
-  assert finetune._name_for('hf-hub:someone/my-finetune', 'seresnet50') == 'seresnet50'
-  assert finetune._name_for('hf-hub:timm/seresnet50.ra2_in1k', 'resnet50') is None  # the tag's own model
+    init_from._validate_source('legacy_seresnet50.in1k', 'seresnet_tiny_cifar')
+  init_from._validate_source('hf-hub:someone/my-finetune', 'seresnet50')
+  assert init_from._name_for('hf-hub:someone/my-finetune', 'seresnet50') == 'seresnet50'
+  assert init_from._name_for('hf-hub:timm/seresnet50.ra2_in1k', 'resnet50') is None  # the tag's own model
 
 
 @pytest.mark.parametrize('num_devices, dtype', [(1, 'float32'), (2, 'bfloat16')])
 def test_init_from_another_device_count_and_dtype(digits_dir, base_workdir, num_devices, dtype):
   """The base ran on 4 devices in float32; params and batch_stats load exactly, on this mesh."""
   config, fresh = _fresh(digits_dir, base_workdir, num_devices=num_devices, model__dtype=dtype)
-  state, report = finetune.initialise(config, fresh)
+  state, report = init_from.initialise(config, fresh)
   base = final_state(base_workdir)
   base = trees.flatten({'params': base['params'], 'batch_stats': base['batch_stats']})
   assert len(report['loaded']) == len(base) - 2 and len(report['head']) == 2  # all but fc's kernel and bias
@@ -289,28 +290,28 @@ def test_backbone_optimizer_keeps_weight_decay_mask_and_the_global_schedule(name
       assert float(p[module]['bias'][0]) == 2.0
 
 
-@pytest.mark.parametrize('init_from, image_size, expected', [
+@pytest.mark.parametrize('source, image_size, expected', [
     ('resnet50.tv2_in1k', None, {'image_size': 176, 'eval_resize': 201}),  # bilinear as the default
     ('resnet50.tv2_in1k', 192, {'eval_resize': 219}),  # the config's own size: floor(192 / 0.875)
     ('hf-hub:timm/seresnet50.ra2_in1k', None, {'eval_interpolation': 'bicubic'}),  # 224 / 0.875 as the default
     ('resnet34.ra4_e3600_r224_in1k', None, {'eval_resize': 248, 'eval_interpolation': 'bicubic',
                                             'mean': (127.5,) * 3, 'std': (127.5,) * 3}),
 ])
-def test_a_tag_brings_its_preprocessing_where_the_config_keeps_the_defaults(init_from, image_size, expected):
+def test_a_tag_brings_its_preprocessing_where_the_config_keeps_the_defaults(source, image_size, expected):
   """timm's fine-tuning data config (train resolution and crop_pct, interpolation, mean/std, PIL eval)
   for each field left at the dataset's default."""
   from configs import imagenet
   from se_flax.data import input_pipeline
   config = imagenet.get_config('resnet50')
-  config.init_from = init_from
+  config.init_from = source
   if image_size:
     config.data.image_size = image_size
-  fields = finetune.tag_data_fields(config, input_pipeline.default_data_config('imagenet2012'))
+  fields = init_from.tag_data_fields(config, input_pipeline.default_data_config('imagenet2012'))
   assert fields == {**expected, 'eval_antialias': True, 'eval_backend': 'pil'}
   config.data.update(eval_backend='tensorflow', eval_antialias=False)  # the defaults, so still replaced
-  assert finetune.tag_data_fields(config, input_pipeline.default_data_config('imagenet2012')) == fields
+  assert init_from.tag_data_fields(config, input_pipeline.default_data_config('imagenet2012')) == fields
   config.data.eval_interpolation = 'bicubic'  # not the dataset's default: the config's own, kept
-  assert 'eval_interpolation' not in finetune.tag_data_fields(
+  assert 'eval_interpolation' not in init_from.tag_data_fields(
       config, input_pipeline.default_data_config('imagenet2012'))
 
 
@@ -319,10 +320,10 @@ def test_no_tag_no_preprocessing_change(base_workdir, tmp_path):
   from se_flax.data import input_pipeline
   defaults = input_pipeline.default_data_config('imagenet2012')
   config = imagenet.get_config('resnet50')
-  for init_from in ('', base_workdir, str(tmp_path / 'model.safetensors'), 'hf-hub:someone/my-finetune',
-                    'seresnet50.nope'):
-    config.init_from = init_from
-    assert finetune.tag_data_fields(config, defaults) == {}, init_from
+  for source in ('', base_workdir, str(tmp_path / 'model.safetensors'), 'hf-hub:someone/my-finetune',
+                 'seresnet50.nope'):
+    config.init_from = source
+    assert init_from.tag_data_fields(config, defaults) == {}, source
 
 
 def test_a_run_from_a_tag_trains_and_evaluates_with_its_preprocessing(tmp_path):

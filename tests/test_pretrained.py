@@ -1,4 +1,4 @@
-"""se_flax.pretrained: every form of pretrained=, hub fetching (offline, a fake in place of the
+"""se_flax.weights.pretrained: every form of pretrained=, hub fetching (offline, a fake in place of the
 network), loading equal to the converter, head replacement, and a tag's preprocessing, which equals
 timm's eval transform (live where torch and timm are installed, else timm's committed references)."""
 
@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from se_flax import convert, models, pretrained
+import se_flax
+from se_flax import models
+from se_flax.weights import convert, pretrained
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / 'golden'
 _spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weights.py')
@@ -90,7 +92,7 @@ def test_resolve_every_form(value, name, expected):
     ('seresnet50.rb2_in1k', None, "unknown pretrained tag 'seresnet50.rb2_in1k'; did you mean seresnet50.ra2_in1k"),
     ('seresnet50.ra2_in1k', 'resnet50', "holds 'seresnet50' weights, not 'resnet50'"),
     ('/nowhere/model.safetensors', NAME, "'/nowhere/model.safetensors' does not exist"),
-    ('model.pth', NAME, 'python -m se_flax.pretrained --convert model.pth'),
+    ('model.pth', NAME, 'python -m se_flax.weights.pretrained --convert model.pth'),
     (3, NAME, 'must be True, a tag'),
 ])
 def test_resolve_errors(value, name, message):
@@ -101,7 +103,7 @@ def test_resolve_errors(value, name, message):
 
 def test_local_file_equals_converter(weights_file):
   """A .safetensors file (no network) loads to exactly the converter's variables and logits."""
-  module, variables = models.create(NAME, pretrained=weights_file)
+  module, variables = se_flax.create_model(NAME, pretrained=weights_file)
   expected_module, expected = convert.from_timm(NAME, convert.load_safetensors(weights_file))
   assert module == expected_module
   np.testing.assert_array_equal(np.asarray(_logits(module, variables)), np.asarray(_logits(module, expected)))
@@ -175,13 +177,13 @@ def test_hub_errors_become_one_line(offline_hub, monkeypatch):
 def test_tag_from_the_local_dir_and_pth_only_tags(weights_file, offline_hub):
   """A legacy tag (PyTorch file only) says how to convert it; once placed, it loads by name."""
   with pytest.raises(pretrained.PretrainedNotFoundError) as info:
-    models.create(NAME, pretrained=True)
+    se_flax.create_model(NAME, pretrained=True)
   assert 'seresnet18-4bb0ce65.pth' in str(info.value) and '--convert FILE.pth --tag legacy_seresnet18.in1k' \
       in str(info.value)
   local = pathlib.Path(pretrained.local_dir()) / 'legacy_seresnet18.in1k.safetensors'
   local.parent.mkdir(parents=True)
   local.write_bytes(pathlib.Path(weights_file).read_bytes())
-  module, variables = models.create(NAME, pretrained=True)
+  module, variables = se_flax.create_model(NAME, pretrained=True)
   _, expected = convert.from_timm(NAME, convert.load_safetensors(weights_file))
   np.testing.assert_array_equal(variables['params']['fc']['kernel'], expected['params']['fc']['kernel'])
 

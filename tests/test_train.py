@@ -266,7 +266,8 @@ def test_eval_of_timm_weights_on_mock_imagenet(tmp_path):
   """eval.py's timm path: a timm state dict (.safetensors) evaluated on a TFDS split."""
   import importlib.util
   import safetensors.numpy
-  from se_flax import convert, evaluation
+  from se_flax import evaluation
+  from se_flax.weights import convert
   golden = os.path.join(REPO, 'tests', 'golden')
   spec = importlib.util.spec_from_file_location('golden_weights', os.path.join(golden, 'weights.py'))
   weights = importlib.util.module_from_spec(spec)

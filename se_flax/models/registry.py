@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
+from se_flax.models.facts import ModelFacts, facts
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import SEConfig
 
@@ -24,28 +25,12 @@ class ModelSpec:
   kwargs: Mapping[str, Any]
   input_size: int  # natural input resolution (224 ImageNet, 32 CIFAR)
   description: str
-  reference: str = ''  # published accuracy, with its source
+  facts: ModelFacts  # timm name, pretrained tags, reference figures (se_flax/models/facts.py)
 
-
-# ImageNet top-1 (%) of timm's pretrained weights (results-imagenet.csv, tag in brackets) and the
-# paper's (100 - Table 2/8 error); CIFAR: the paper's Tables 4-5 error. From
-# docs/reference.md, sections 1 and 3.
-REFERENCES = {
-    'resnet18': '69.76 top-1 (timm tv)', 'resnet34': '73.31 top-1 (timm tv)',
-    'resnet50': '76.16 (timm tv) / 80.38 (timm a1); paper baseline 75.20', 'resnet101': '77.37 (timm tv)',
-    'resnet152': '78.31 (timm tv)', 'seresnet50': '80.26 (timm ra2); paper 76.71',
-    'legacy_seresnet18': '71.74 (timm)', 'legacy_seresnet34': '74.79 (timm)',
-    'legacy_seresnet50': '77.65 (timm); paper 76.71', 'legacy_seresnet101': '78.37 (timm); paper 77.62',
-    'legacy_seresnet152': '78.66 (timm); paper 78.43', 'resnext50_32x4d': '77.63 (timm tv)',
-    'seresnext26d_32x4d': '77.59 (timm bt)', 'seresnext50_32x4d': '81.27 (timm racm); paper 78.90',
-    'seresnext101_32x4d': '80.89 (timm gluon); paper 79.30', 'legacy_seresnext26_32x4d': '77.10 (timm)',
-    'legacy_seresnext50_32x4d': '79.08 (timm); paper 78.90',
-    'legacy_seresnext101_32x4d': '80.27 (timm); paper 79.30', 'senet154': '81.26 (timm gluon); paper 81.32',
-    'legacy_senet154': '81.32 (timm); paper 81.32',
-    'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
-    'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
-    'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
-}
+  @property
+  def reference(self) -> str:
+    """Published accuracy with its source (timm tags quoted, the paper's figure), '' if none."""
+    return self.facts.reference
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -54,7 +39,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register(name: str, *, input_size: int, description: str, **kwargs) -> None:
   if name in _REGISTRY:
     raise ValueError(f'model {name!r} is already registered')
-  _REGISTRY[name] = ModelSpec(name, dict(kwargs), input_size, description, REFERENCES.get(name, ''))
+  _REGISTRY[name] = ModelSpec(name, dict(kwargs), input_size, description, facts(name))
 
 
 def names(pattern: str | None = None) -> list[str]:
@@ -97,19 +82,16 @@ def _resolve_se(base: SEConfig | None, se: Any) -> SEConfig | None:
   raise ValueError(f'se={se!r} must be None, an SEConfig or a mapping of SE fields')
 
 
-def create(name: str, pretrained: Any = None, **overrides) -> nn.Module | tuple[nn.Module, dict]:
+def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
   """Build a registered model; `overrides` set any `ResNet` field, e.g. num_classes, dtype,
   axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline.
 
-  With `pretrained` (True for timm's default tag, a tag such as 'seresnet50.ra2_in1k' or
-  'ra2_in1k', 'hf-hub:timm/<tag>', or a .safetensors file) it returns `(module, variables)` with
-  the weights loaded, as `se_flax.convert.load_pretrained`; a `num_classes` other than the
-  checkpoint's replaces the classifier with a freshly initialised one.
+  The zoo builds modules only: weights come from `se_flax.create_model(name, pretrained=...)`,
+  which composes this with `se_flax.weights` (imported by nothing here, so no import cycle).
   """
   if pretrained is not None and pretrained is not False:
-    from se_flax import convert  # pylint: disable=import-outside-toplevel  (convert imports models)
-    spec(name)
-    return convert.load_pretrained(pretrained, name, **overrides)
+    raise ValueError(f'models.create({name!r}, pretrained={pretrained!r}): the zoo builds modules only; '
+                     f'use se_flax.create_model({name!r}, pretrained={pretrained!r}) for weights')
   model_spec = spec(name)
   kwargs = dict(model_spec.kwargs)
   se = kwargs.pop('se', None)

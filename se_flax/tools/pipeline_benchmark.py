@@ -27,7 +27,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from se_flax import pretrained
+from se_flax.weights import pretrained
 from se_flax.data import input_pipeline as ip
 
 DATASETS = ('cifar', 'imagenet-jpeg')

@@ -2,7 +2,7 @@
 
     python tests/golden/make_preprocess_golden.py [--images DIR] [--full OUT_DIR] [--out DIR]
 
-For every tag of se_flax/pretrained.py's table (read from the source, not imported): timm's data
+For every tag of se_flax/models/facts.py's table (read from the source, not imported): timm's data
 config exactly as a user gets it (`resolve_data_config({}, model=timm.create_model(tag,
 pretrained=False), use_test_size=True)`), written to preprocess/timm_eval.json. Tags sharing a
 config share one set of references: timm's `create_transform(**config)` applied to each photo of
@@ -34,17 +34,17 @@ import torchvision
 import photos
 
 HERE = pathlib.Path(__file__).resolve().parent
-PRETRAINED_PY = HERE.parent.parent / 'se_flax' / 'pretrained.py'
+FACTS_PY = HERE.parent.parent / 'se_flax' / 'models' / 'facts.py'
 STRIDE, OFFSET = 23, (5, 9)
 
 
 def table_tags() -> list[str]:
-  """The tags of se_flax.pretrained._ROWS, parsed from the source."""
-  tree = ast.parse(PRETRAINED_PY.read_text())
+  """The tags of se_flax.models.facts._ROWS, parsed from the source."""
+  tree = ast.parse(FACTS_PY.read_text())
   for node in tree.body:
     if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_ROWS' for t in node.targets):
       return [row[0] for row in ast.literal_eval(node.value)]
-  raise SystemExit(f'no _ROWS table in {PRETRAINED_PY}')
+  raise SystemExit(f'no _ROWS table in {FACTS_PY}')
 
 
 def config_key(cfg: dict) -> str:

@@ -1,4 +1,5 @@
-"""Pretrained timm weights by name: the tag table, the preprocessing of each tag, and fetching.
+"""Pretrained timm weights by name: the tag table (se_flax/models/facts.py), each tag's
+preprocessing, and fetching.
 
     path, tag = pretrained.fetch(pretrained.resolve('seresnet50.ra2_in1k'))
     config.data.update(pretrained.data_fields(pretrained.eval_preprocessing('seresnet50.ra2_in1k')))
@@ -10,14 +11,13 @@
 `huggingface_hub.hf_hub_download` into its normal cache (a cached file is used without any
 network access); a tag is first looked up as `<SE_FLAX_PRETRAINED_DIR>/<tag>.safetensors`, the
 place for files copied by hand and for the PyTorch-only legacy weights once converted
-(`python -m se_flax.pretrained --convert FILE.pth --tag TAG`, needs torch).
+(`python -m se_flax.weights.pretrained --convert FILE.pth --tag TAG`, needs torch).
 
-`python -m se_flax.pretrained` prints the table.
+`python -m se_flax.weights.pretrained` prints the table.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -25,170 +25,23 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from se_flax import convert
 from se_flax import errors
 from se_flax.data import pil_eval
+from se_flax.models import facts
 from se_flax.models import registry
+from se_flax.weights import convert
 
 HUB_PREFIX = 'hf-hub:'
 HUB_FILENAME = 'model.safetensors'  # what timm publishes in every timm/<tag> hub repo
 LOCAL_DIR_ENV = 'SE_FLAX_PRETRAINED_DIR'
 DEFAULT_LOCAL_DIR = '~/.cache/se_flax/pretrained'
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm IMAGENET_DEFAULT_MEAN / STD, in 0..1 units
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclasses.dataclass(frozen=True)
-class Tag:
-  """A published checkpoint of a timm model: how it was trained to be fed and how well it does.
-
-  `input_size`/`crop_pct` are timm's train-resolution defaults; `test_size`/`test_crop_pct` the
-  resolution timm reports `top1` at (its `test_input_size` where given). `top1`: ImageNet-1k
-  validation top-1 (%) at test_size, None where timm publishes none.
-  """
-
-  tag: str
-  input_size: int
-  crop_pct: float
-  test_size: int
-  test_crop_pct: float
-  interpolation: str
-  top1: float | None
-  mean: tuple[float, float, float] = IMAGENET_MEAN
-  std: tuple[float, float, float] = IMAGENET_STD
-
-  @property
-  def name(self) -> str:
-    return self.tag.split('.', 1)[0]
-
-  @property
-  def hub_id(self) -> str | None:
-    return None if self.tag in PTH_ONLY else f'timm/{self.tag}'
-
-
-# Every pretrained ImageNet-1k tag that timm 1.0.31 lists for the names of
-# docs/reference.md section 1 (`timm.list_pretrained(name)`, `get_pretrained_cfg(tag)`:
-# input_size, crop_pct, test_input_size, test_crop_pct, interpolation, mean/std; crop_mode is
-# 'center' throughout). resnet50.bamboo (no classifier) is left out; seresnet18/34/101/152 have
-# no weights. top1: timm's results/results-imagenet.csv (commit 0173a139), measured at the
-# test resolution and crop listed here; resnet34.tv_in1k is missing there and comes from
-# docs/reference.md (73.31). docs/reference.md lists some tags at 224 px instead (e.g. seresnet50.ra2:
-# 80.26 at 224, 81.28 at 288 here).
-# (tag, input_size, crop_pct, test_size, test_crop_pct, interpolation, top1)
-_ROWS = (
-    ('resnet18.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 73.158),
-    ('resnet18.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 72.372),
-    ('resnet18.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 68.254),
-    ('resnet18.fb_ssl_yfcc100m_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 72.594),
-    ('resnet18.fb_swsl_ig1b_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 73.282),
-    ('resnet18.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 70.838),
-    ('resnet18.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 69.76),
-    ('resnet34.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 77.918),
-    ('resnet34.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 77.158),
-    ('resnet34.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 72.97),
-    ('resnet34.bt_in1k', 224, 0.875, 288, 0.95, 'bicubic', 76.48),
-    ('resnet34.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 74.578),
-    ('resnet34.ra4_e3600_r224_in1k', 224, 0.9, 288, 1.0, 'bicubic', None),
-    ('resnet34.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 73.31),
-    ('resnet50.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 81.214),
-    ('resnet50.a1h_in1k', 176, 0.9, 224, 1.0, 'bicubic', 80.676),
-    ('resnet50.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 80.772),
-    ('resnet50.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 78.048),
-    ('resnet50.am_in1k', 224, 0.875, 224, 0.875, 'bicubic', 78.998),
-    ('resnet50.b1k_in1k', 224, 0.95, 288, 1.0, 'bicubic', 80.706),
-    ('resnet50.b2k_in1k', 224, 0.95, 288, 1.0, 'bicubic', 80.454),
-    ('resnet50.bt_in1k', 224, 0.875, 288, 0.95, 'bicubic', 79.64),
-    ('resnet50.c1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 80.912),
-    ('resnet50.c2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 80.87),
-    ('resnet50.d_in1k', 224, 0.95, 288, 1.0, 'bicubic', 80.972),
-    ('resnet50.fb_ssl_yfcc100m_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 79.234),
-    ('resnet50.fb_swsl_ig1b_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 81.182),
-    ('resnet50.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 77.58),
-    ('resnet50.ra_in1k', 224, 0.875, 288, 0.95, 'bicubic', 79.836),
-    ('resnet50.ram_in1k', 224, 0.875, 288, 0.95, 'bicubic', 79.976),
-    ('resnet50.tv2_in1k', 176, 0.875, 224, 0.965, 'bilinear', 80.85),
-    ('resnet50.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 76.13),
-    ('resnet101.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.322),
-    ('resnet101.a1h_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.778),
-    ('resnet101.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.236),
-    ('resnet101.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 79.814),
-    ('resnet101.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 79.31),
-    ('resnet101.tv2_in1k', 176, 0.875, 224, 0.965, 'bilinear', 81.89),
-    ('resnet101.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 77.376),
-    ('resnet152.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.732),
-    ('resnet152.a1h_in1k', 224, 0.95, 288, 1.0, 'bicubic', 83.45),
-    ('resnet152.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.608),
-    ('resnet152.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 80.546),
-    ('resnet152.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 79.694),
-    ('resnet152.tv2_in1k', 176, 0.875, 224, 0.965, 'bilinear', 82.288),
-    ('resnet152.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 78.322),
-    ('seresnet50.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 81.102),
-    ('seresnet50.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 81.106),
-    ('seresnet50.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 77.028),
-    ('seresnet50.ra2_in1k', 224, 0.875, 288, 0.95, 'bicubic', 81.284),
-    ('legacy_seresnet18.in1k', 224, 0.875, 224, 0.875, 'bicubic', 71.766),
-    ('legacy_seresnet34.in1k', 224, 0.875, 224, 0.875, 'bilinear', 74.808),
-    ('legacy_seresnet50.in1k', 224, 0.875, 224, 0.875, 'bilinear', 77.644),
-    ('legacy_seresnet101.in1k', 224, 0.875, 224, 0.875, 'bilinear', 78.386),
-    ('legacy_seresnet152.in1k', 224, 0.875, 224, 0.875, 'bilinear', 78.66),
-    ('resnext50_32x4d.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 81.466),
-    ('resnext50_32x4d.a1h_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.014),
-    ('resnext50_32x4d.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 81.304),
-    ('resnext50_32x4d.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 79.268),
-    ('resnext50_32x4d.fb_ssl_yfcc100m_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.338),
-    ('resnext50_32x4d.fb_swsl_ig1b_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 82.174),
-    ('resnext50_32x4d.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 79.36),
-    ('resnext50_32x4d.ra_in1k', 224, 0.875, 288, 0.95, 'bicubic', 80.698),
-    ('resnext50_32x4d.tv2_in1k', 176, 0.875, 224, 0.965, 'bilinear', 81.182),
-    ('resnext50_32x4d.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 77.618),
-    ('resnext101_32x4d.fb_ssl_yfcc100m_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.924),
-    ('resnext101_32x4d.fb_swsl_ig1b_ft_in1k', 224, 0.875, 224, 0.875, 'bilinear', 83.232),
-    ('resnext101_32x4d.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 80.34),
-    ('resnet26d.bt_in1k', 224, 0.875, 288, 0.95, 'bicubic', 77.408),
-    ('seresnext26d_32x4d.bt_in1k', 224, 0.875, 288, 0.95, 'bicubic', 78.814),
-    ('seresnext50_32x4d.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 79.91),
-    ('seresnext50_32x4d.racm_in1k', 224, 0.875, 288, 0.95, 'bicubic', 82.196),
-    ('seresnext101_32x4d.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 80.892),
-    ('legacy_seresnext26_32x4d.in1k', 224, 0.875, 224, 0.875, 'bicubic', 77.108),
-    ('legacy_seresnext50_32x4d.in1k', 224, 0.875, 224, 0.875, 'bilinear', 79.076),
-    ('legacy_seresnext101_32x4d.in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.23),
-    ('senet154.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 81.226),
-    ('legacy_senet154.in1k', 224, 0.875, 224, 0.875, 'bilinear', 81.308),
-)
-_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
-
-# timm's default tag per name (`get_pretrained_cfg(name).tag`): what pretrained=True loads.
-DEFAULT_TAGS = {
-    'resnet18': 'resnet18.a1_in1k', 'resnet34': 'resnet34.a1_in1k', 'resnet50': 'resnet50.a1_in1k',
-    'resnet101': 'resnet101.a1h_in1k', 'resnet152': 'resnet152.a1h_in1k', 'seresnet50': 'seresnet50.a1_in1k',
-    'legacy_seresnet18': 'legacy_seresnet18.in1k', 'legacy_seresnet34': 'legacy_seresnet34.in1k',
-    'legacy_seresnet50': 'legacy_seresnet50.in1k', 'legacy_seresnet101': 'legacy_seresnet101.in1k',
-    'legacy_seresnet152': 'legacy_seresnet152.in1k', 'resnext50_32x4d': 'resnext50_32x4d.a1h_in1k',
-    'resnext101_32x4d': 'resnext101_32x4d.fb_ssl_yfcc100m_ft_in1k', 'resnet26d': 'resnet26d.bt_in1k',
-    'seresnext26d_32x4d': 'seresnext26d_32x4d.bt_in1k', 'seresnext50_32x4d': 'seresnext50_32x4d.racm_in1k',
-    'seresnext101_32x4d': 'seresnext101_32x4d.gluon_in1k',
-    'legacy_seresnext26_32x4d': 'legacy_seresnext26_32x4d.in1k',
-    'legacy_seresnext50_32x4d': 'legacy_seresnext50_32x4d.in1k',
-    'legacy_seresnext101_32x4d': 'legacy_seresnext101_32x4d.in1k', 'senet154': 'senet154.gluon_in1k',
-    'legacy_senet154': 'legacy_senet154.in1k',
-}
-
-# Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files.
-_V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
-PTH_ONLY = {
-    'legacy_seresnet18.in1k': _V01 + 'weights/seresnet18-4bb0ce65.pth',
-    'legacy_seresnet34.in1k': _V01 + 'weights/seresnet34-a4004e63.pth',
-    'legacy_seresnet50.in1k': _V01 + 'cadene/se_resnet50-ce0d4300.pth',
-    'legacy_seresnet101.in1k': _V01 + 'cadene/se_resnet101-7e38fcc6.pth',
-    'legacy_seresnet152.in1k': _V01 + 'cadene/se_resnet152-d17c99b7.pth',
-    'legacy_seresnext26_32x4d.in1k': _V01 + 'weights/seresnext26_32x4d-65ebdb501.pth',
-    'legacy_seresnext50_32x4d.in1k': _V01 + 'weights/legacy_se_resnext50_32x4d-f3651bad.pth',
-    'legacy_seresnext101_32x4d.in1k': _V01 + 'weights/legacy_se_resnext101_32x4d-37725eac.pth',
-    'legacy_senet154.in1k': _V01 + 'weights/legacy_senet154-e9eb9fe6.pth',
-}
-
-TAGS: dict[str, Tag] = {row[0]: Tag(*row, *_MEAN_STD.get(row[0], ())) for row in _ROWS}
+# The tag table, timm's default tags and the PyTorch-only tags come from the models' fact table.
+IMAGENET_MEAN, IMAGENET_STD = facts.IMAGENET_MEAN, facts.IMAGENET_STD
+Tag = facts.Tag
+TAGS: dict[str, Tag] = facts.TAGS
+DEFAULT_TAGS: dict[str, str] = facts.DEFAULT_TAGS
+PTH_ONLY = {tag: t.pth_url for tag, t in TAGS.items() if t.pth_url}
 
 
 class PretrainedNotFoundError(errors.UserError, FileNotFoundError):
@@ -215,7 +68,7 @@ def tags(name: str | None = None) -> list[str]:
 def get(tag: str) -> Tag:
   if tag not in TAGS:
     hint = registry.did_you_mean(tag, TAGS, n=4, cutoff=0.6)
-    raise ValueError(f'unknown pretrained tag {tag!r}{hint} (`python -m se_flax.pretrained` lists all {len(TAGS)})')
+    raise ValueError(f'unknown pretrained tag {tag!r}{hint} (`python -m se_flax.weights.pretrained` lists all {len(TAGS)})')
   return TAGS[tag]
 
 
@@ -247,7 +100,7 @@ def resolve(pretrained: Any, name: str | None = None) -> Source:
       raise ValueError(f'cannot tell the model of hub id {hub_id!r}: give the model name as well')
     return Source(name or arch, None, hub_id, None)
   if text.endswith('.pth') or text.endswith('.pt') or text.endswith('.bin'):
-    raise ValueError(f'pretrained={text!r} is a PyTorch file: convert it once with `python -m se_flax.pretrained '
+    raise ValueError(f'pretrained={text!r} is a PyTorch file: convert it once with `python -m se_flax.weights.pretrained '
                      f'--convert {text} --out FILE.safetensors` (needs torch) and pass the .safetensors')
   if text.endswith('.safetensors') or os.path.sep in text or os.path.exists(text):
     if not os.path.isfile(text):
@@ -282,7 +135,7 @@ def _missing(source: Source, reason: str, cache_dir: str | None) -> PretrainedNo
   if source.hub_id is None:  # a PyTorch-only legacy tag
     return PretrainedNotFoundError(
         f'pretrained weights {source.tag!r} are published only as a PyTorch file ({PTH_ONLY[source.tag]}) and '
-        f'{local} does not exist: download that file, run `python -m se_flax.pretrained --convert FILE.pth '
+        f'{local} does not exist: download that file, run `python -m se_flax.weights.pretrained --convert FILE.pth '
         f'--tag {source.tag}` (needs torch) to write {local}, or pass any converted .safetensors path')
   cache = hub_cache_dir(cache_dir)
   folder = 'models--' + source.hub_id.replace('/', '--')
@@ -415,7 +268,7 @@ def convert_pth(pth_path: str, out_path: str) -> str:
 
 def main(argv: list[str]) -> int:
   import argparse
-  parser = argparse.ArgumentParser(prog='python -m se_flax.pretrained', description=__doc__.split('\n')[0])
+  parser = argparse.ArgumentParser(prog='python -m se_flax.weights.pretrained', description=__doc__.split('\n')[0])
   parser.add_argument('--convert', metavar='FILE.pth', help='convert a PyTorch state dict to .safetensors')
   parser.add_argument('--tag', help=f'with --convert: write {DEFAULT_LOCAL_DIR}/<tag>.safetensors')
   parser.add_argument('--out', help='with --convert: output path')

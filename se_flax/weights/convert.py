@@ -33,17 +33,10 @@ import safetensors.numpy
 from flax import traverse_util
 
 from se_flax import models
+from se_flax.models import facts
 from se_flax import trees
 
-# Registry names that timm 1.0.31 also has (docs/reference.md, section 1).
-TIMM_NAMES = (
-    'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-    'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
-    'legacy_seresnet18', 'legacy_seresnet34', 'legacy_seresnet50', 'legacy_seresnet101',
-    'legacy_seresnet152', 'resnext50_32x4d', 'resnext101_32x4d', 'resnet26d', 'seresnext26d_32x4d',
-    'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnext26_32x4d', 'legacy_seresnext50_32x4d',
-    'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
-)
+TIMM_NAMES = facts.TIMM_NAMES  # registry names that timm 1.0.31 also has
 
 # (collection, flax leaf) -> timm leaf.
 _LEAVES = {
@@ -194,12 +187,12 @@ def load_pretrained(pretrained: Any, name: str | None = None, *, num_classes: in
 
   `pretrained`: True (timm's default tag of `name`), a tag ('seresnet50.ra2_in1k', or 'ra2_in1k'
   with `name`), 'hf-hub:<repo id>', or a local .safetensors file (with `name`); see
-  `se_flax.pretrained`. Hub files come from huggingface_hub's cache, downloaded if needed.
+  `se_flax.weights.pretrained`. Hub files come from huggingface_hub's cache, downloaded if needed.
   `num_classes` other than the checkpoint's replaces the classifier `fc` with a fresh one
   (initialised from `rng`, default key 0), logged in one line. Other overrides go to
   `se_flax.models.create` (dtype, axis_name, ...).
   """
-  from se_flax import pretrained as pretrained_lib  # pylint: disable=import-outside-toplevel
+  from se_flax.weights import pretrained as pretrained_lib  # pylint: disable=import-outside-toplevel  (pretrained imports convert)
   source = pretrained_lib.resolve(pretrained, name)
   module, variables = from_timm(source.name, pretrained_lib.load_state_dict(source, cache_dir), **overrides)
   if num_classes is not None and num_classes != module.num_classes:

@@ -2,7 +2,7 @@
 
 A fresh train state (random init from config.seed) is overwritten, parameter by parameter, with
 what the source holds under the same flax path. The source is a pretrained tag, a hub id or a
-timm .safetensors file (converted by `se_flax.convert`), or another se_flax workdir's checkpoint.
+timm .safetensors file (converted by `se_flax.weights.convert`), or another se_flax workdir's checkpoint.
 Every model variable ends up in exactly one group, logged as a short table:
 
   loaded                 the source's value (params and BatchNorm statistics);
@@ -31,8 +31,8 @@ import jax
 import numpy as np
 
 from se_flax import checkpointing
-from se_flax import convert
-from se_flax import pretrained
+from se_flax.weights import convert
+from se_flax.weights import pretrained
 from se_flax.trees import flatten
 
 _LISTED = 8  # keys listed in an error
