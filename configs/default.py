@@ -10,7 +10,7 @@ global batch: lr = optim.lr * train.global_batch_size / optim.lr_batch_base.
 import ml_collections
 from ml_collections import config_dict
 
-from se_flax.data import input_pipeline
+from se_flax.data import datasets
 
 
 def se_config() -> ml_collections.ConfigDict:
@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Persistent XLA compilation cache: a rerun or resume skips recompiling ('' turns it off).
   config.compilation_cache_dir = '~/.cache/se_flax/jax_compilation_cache'
 
-  config.data = input_pipeline.default_data_config()
+  config.data = datasets.default_data_config()
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seresnet50'

@@ -53,10 +53,10 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name:
                    axis_name=axis_name if config.model.sync_batch_norm else None)
   if config.model.drop_rate is not None:
     overrides['drop_rate'] = config.model.drop_rate
-  for field in ('zero_init_last_bn', 'downsample'):  # None (or absent): the model's default
-    if getattr(config.model, field, None) is not None:
-      overrides[field] = getattr(config.model, field)
-  if getattr(getattr(config, 'finetune', None), 'freeze_bn_stats', False):
+  for field in ('zero_init_last_bn', 'downsample'):  # None: the model's default
+    if config.model[field] is not None:
+      overrides[field] = config.model[field]
+  if config.finetune.freeze_bn_stats:
     overrides['frozen_batch_norm'] = True  # running statistics kept as loaded
   return models.create(config.model.name, **se_overrides(config), **overrides)
 

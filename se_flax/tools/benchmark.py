@@ -11,8 +11,8 @@ and `--num-devices` defaults to 1, so figures are per device and comparable with
 accelerator; it may be another virtualenv's Python) and prints the ratio se_flax / timm's best
 variant. With `--json` the last stdout line is one JSON object with every figure.
 
-Imports neither TensorFlow nor ml_collections' configs: the optimiser is configs/imagenet.py's,
-rebuilt from plain attributes (`imagenet_recipe`), and fed to the real `optim` functions.
+Imports no TensorFlow: the model, optimiser and schedule are configs/imagenet.py's (`imagenet_recipe`),
+fed to the real `optim` and `steps` functions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from typing import Any, Callable
 
 from absl import app
@@ -31,8 +30,10 @@ from absl import flags
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import ml_collections
 import numpy as np
 
+from configs import imagenet as imagenet_config
 from se_flax import models
 from se_flax import optim
 from se_flax import steps
@@ -71,21 +72,13 @@ PEAK_TFLOPS = (
 )
 
 
-def imagenet_recipe(model: str, dtype: str, batch: int, num_devices: int) -> types.SimpleNamespace:
-  """configs/imagenet.py's model, optimiser and schedule fields as plain attributes.
-
-  configs/ imports ml_collections and, through the input pipeline, TensorFlow, neither of which
-  a benchmark machine needs; tests/test_benchmark.py checks these fields against the config.
-  """
-  ns = types.SimpleNamespace
-  return ns(
-      seed=0, num_devices=num_devices,
-      model=ns(name=model, se={}, dtype=dtype, drop_rate=None, sync_batch_norm=True),
-      optim=ns(name='sgd', lr=0.6, lr_batch_base=1024, momentum=0.9, weight_decay=1e-4,
-               decay_bn_and_bias=False, b1=0.9, b2=0.999, label_smoothing=0.0),
-      schedule=ns(name='step', warmup_epochs=0.0, warmup_lr_factor=0.0, warmup_mode='linear',
-                  decay_epochs=(30, 60, 90), decay_factor=0.1),
-      train=ns(global_batch_size=batch * num_devices, num_epochs=100.0))
+def imagenet_recipe(model: str, dtype: str, batch: int, num_devices: int) -> ml_collections.ConfigDict:
+  """configs/imagenet.py for `model`, with this benchmark's dtype, per-device batch and devices."""
+  config = imagenet_config.get_config(model)
+  config.model.dtype = dtype
+  config.num_devices = num_devices
+  config.train.global_batch_size = batch * num_devices
+  return config
 
 
 def cpu_cores() -> int:
