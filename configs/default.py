@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 'avg' (ResNet-D), 'pad' (He et al.'s parameter-free option A: subsample, zero channels).
   config.model.downsample = config_dict.placeholder(str)
   config.model.sync_batch_norm = True  # BatchNorm statistics averaged over all devices
+  config.model.freeze_bn_stats = False  # BatchNorm in inference mode, running statistics kept (fine-tuning)
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
   # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.pretrained`
@@ -61,7 +62,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.finetune.head = ('fc/*',)  # globs naming the head; everything else is the backbone
   config.finetune.backbone_lr_multiplier = 1.0  # backbone lr = lr * this (0 freezes it)
   config.finetune.freeze_backbone_steps = 0  # the backbone gets no update in the first N steps
-  config.finetune.freeze_bn_stats = False  # BatchNorm in inference mode, running statistics kept
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'sgd'  # 'sgd' | 'nesterov' | 'adamw'

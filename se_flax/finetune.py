@@ -286,8 +286,6 @@ def validate(config, model=None, image_shape=None, *, resuming: bool = False) ->
     raise ValueError(f'finetune.backbone_lr_multiplier={ft.backbone_lr_multiplier} must be >= 0')
   if not (isinstance(ft.freeze_backbone_steps, int) and ft.freeze_backbone_steps >= 0):
     raise ValueError(f'finetune.freeze_backbone_steps={ft.freeze_backbone_steps!r} must be an integer >= 0')
-  if not isinstance(ft.freeze_bn_stats, bool):
-    raise ValueError(f'finetune.freeze_bn_stats={ft.freeze_bn_stats!r} must be True or False')
   if init_from and not resuming:
     _validate_source(init_from, config.model.name)
   if model is not None and (init_from or ft.backbone_lr_multiplier != 1 or ft.freeze_backbone_steps):

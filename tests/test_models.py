@@ -309,7 +309,7 @@ def test_placement_se_input_width(name, placement):
   base = models.spec(name).kwargs['se']
   for block, p in blocks.items():
     c = expected[block][placement]
-    hidden = models.SEBlock(reduction=base.reduction, rounding=base.rounding)
+    hidden = models.SEBlock(SEConfig(reduction=base.reduction, rounding=base.rounding))
     want_hidden = jax.eval_shape(hidden.init, _KEY, jax.ShapeDtypeStruct((1, 1, 1, c), jnp.float32))
     assert p['se']['fc1']['kernel'].shape == (c, want_hidden['params']['fc1']['kernel'].shape[1]), block
     assert p['se']['fc2']['kernel'].shape[1] == c, block
@@ -350,7 +350,7 @@ def test_pre_placement_leaves_identity_shortcut_alone(block_name, filters):
   from se_flax.models import resnet
   conv = functools.partial(nn.Conv, use_bias=False)
   norm = functools.partial(nn.BatchNorm, use_running_average=True)
-  attn = functools.partial(models.SEBlock, reduction=2, gate='relu')
+  attn = functools.partial(models.SEBlock, config=SEConfig(reduction=2, gate='relu'))
   block = getattr(resnet, block_name)(filters=filters, conv=conv, norm=norm, attn=attn, placement='pre')
   x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4, 4, 8)), jnp.float32)
   variables = _random_variables(jax.eval_shape(block.init, _KEY, x))

@@ -41,7 +41,7 @@ from se_flax import steps
 _MODEL = flags.DEFINE_string('model', 'seresnet50', 'Registered se_flax model name.')
 _BATCH = flags.DEFINE_integer('batch', 16, 'Batch size per device.')
 _IMAGE_SIZE = flags.DEFINE_integer('image-size', 224, 'Square input resolution.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', list(steps.DTYPES), 'Compute dtype (parameters stay float32).')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', list(models.DTYPES), 'Compute dtype (parameters stay float32).')
 _NUM_DEVICES = flags.DEFINE_integer('num-devices', 1, 'Devices in the data mesh (the batch is per device).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats; the median is reported.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Steps per timed repeat.')
@@ -131,7 +131,7 @@ def benchmark_jax(model_name: str, batch: int, image_size: int, dtype: str, num_
     raise ValueError(f'--num-devices={num_devices} exceeds the {jax.device_count()} devices here')
   config = imagenet_recipe(model_name, dtype, batch, num_devices)
   mesh = steps.create_mesh(config)
-  model = steps.create_model(config, NUM_CLASSES)
+  model = models.from_config(config.model, NUM_CLASSES, axis_name=steps.AXIS)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000, total_steps=100_000)
   state = steps.create_train_state(config, model, (image_size, image_size, 3),
                                    optim.create_optimizer(config, lr_fn), mesh)
