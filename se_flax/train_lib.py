@@ -93,6 +93,7 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
     if batch % jax.process_count():
       raise ValueError(f'{field}.global_batch_size={batch} must be divisible by the process count '
                        f'{jax.process_count()}')
+  return model
 
 
 def apply_tag_preprocessing(config: ml_collections.ConfigDict) -> dict[str, Any]:
