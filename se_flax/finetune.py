@@ -21,7 +21,6 @@ training and evaluation, and timm's own eval transform (PIL) for evaluation.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from typing import Any, Mapping
 
@@ -33,7 +32,7 @@ import numpy as np
 from se_flax import checkpointing
 from se_flax import convert
 from se_flax import pretrained
-from se_flax.trees import flatten
+from se_flax.trees import flatten, matches  # noqa: F401 (matches: the init_skip/head globs)
 
 _LISTED = 8  # keys listed in an error
 
@@ -45,11 +44,6 @@ class InitFromMismatchError(checkpointing.CheckpointMismatchError):
 def _path(key: str) -> str:
   """'params/layer1_0/conv1/kernel' -> 'layer1_0/conv1/kernel' (what globs are written against)."""
   return key.split('/', 1)[1]
-
-
-def matches(key: str, patterns) -> bool:
-  """A glob matches the path with or without its collection ('fc/*' or 'params/fc/*')."""
-  return any(fnmatch.fnmatchcase(_path(key), p) or fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def is_workdir(path: str) -> bool:

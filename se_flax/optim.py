@@ -8,7 +8,6 @@ on, the optimiser state does not) leaves the applied learning rate equal to the 
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -16,6 +15,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from se_flax import trees
 
 if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
   import ml_collections
@@ -89,14 +90,11 @@ def decay_mask(params) -> dict:
 
 def param_labels(params, head: tuple[str, ...] = ('fc/*',)) -> dict:
   """'head' for parameters whose path ('fc/kernel', 'layer1_0/se/fc1/bias') matches a glob of
-  `head`, 'backbone' for the rest. As `se_flax.finetune.matches`, a glob may also carry the
-  collection ('params/fc/*')."""
-
-  def is_head(path: str) -> bool:
-    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(f'params/{path}', p) for p in head)
-
+  `head` (`trees.matches`: a glob may also carry the collection, 'params/fc/*'), 'backbone' for
+  the rest."""
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict({k: 'head' if is_head('/'.join(k)) else 'backbone' for k in flat})
+  return flax.traverse_util.unflatten_dict(
+      {k: 'head' if trees.matches('/'.join(('params', *k)), head) else 'backbone' for k in flat})
 
 
 class _AfterState(NamedTuple):

@@ -55,8 +55,8 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
                              skipped=jnp.zeros((), jnp.int32))
 
   replicated = NamedSharding(mesh, P())
-  # Non-partitionable threefry (still a stable, backend-independent stream): a 4x faster compile of the replicated init
-  # on CPU (15.8 s -> 3.6 s for a tiny net, measured on 2 cores).
+  # Non-partitionable threefry (still a stable, backend-independent stream) compiles the replicated
+  # init much faster on CPU: docs/speed_notes.md s.6.
   with jax.threefry_partitionable(False):
     abstract = jax.eval_shape(init)
     shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)
