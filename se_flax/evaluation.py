@@ -16,21 +16,26 @@ from se_flax import train_lib
 from se_flax.data import input_pipeline
 
 
-def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None
-                       ) -> tuple[train_lib.Experiment, steps.TrainState]:
-  """The experiment of `config` and the state of checkpoint `step` (default: latest) of `workdir`."""
+def trained_experiment(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Experiment:
+  """The experiment of a trained `workdir` (validated; nothing restored yet)."""
   if not (checkpointing.workdir_path(workdir) / 'checkpoints').is_dir():  # a path or a gs:// URL
     raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
-  exp = train_lib.build_experiment(config, workdir)  # its checkpoint, not init_from, is read
+  return train_lib.build_experiment(config, workdir)  # its checkpoint, not init_from, is read
+
+
+def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, exp: train_lib.Experiment, *,
+                       step: int | None = None) -> steps.TrainState:
+  """Checkpoint `step` (default: latest) of `workdir`, read-only, into `exp`'s state."""
   manager = checkpointing.create_manager(workdir, config, read_only=True)
   state, _ = checkpointing.restore(manager, exp.state, step=step)
-  return exp, state
+  return state
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
                         split: str | None = None) -> dict[str, Any]:
   """Restore `step` (default: latest) of `workdir` and evaluate it on every example of `split`."""
-  exp, state = restore_checkpoint(config, workdir, step=step)
+  exp = trained_experiment(config, workdir)
+  state = restore_checkpoint(config, workdir, exp, step=step)
   split = split or config.data.eval_split
   metrics = train_lib.evaluate(
       steps.make_eval_step(exp.model, exp.spec.num_classes, exp.mesh),

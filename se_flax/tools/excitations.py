@@ -170,17 +170,18 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
   """Restore the checkpoint, average the gates over `split`, write the files; returns the spreads."""
   from se_flax import evaluation, models
   from se_flax.data import input_pipeline
-  exp, state = evaluation.restore_checkpoint(config, workdir, step=step)
+  exp = evaluation.trained_experiment(config, workdir)
   num_classes = exp.spec.num_classes
   chosen = parse_classes(classes, num_classes)
   model = models.from_config(config.model, num_classes)  # no mesh axis: applied outside shard_map
   shapes = {'params': exp.state.params, 'batch_stats': exp.state.batch_stats}
   image = jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, exp.spec.image_shape[-1]),
                                jnp.float32)
-  if not jax.eval_shape(lambda v, x: capture(model, v, x), shapes, image)[1]:  # before any data
+  if not jax.eval_shape(lambda v, x: capture(model, v, x), shapes, image)[1]:  # before any restore or data
     se = {k: v for k, v in config.model.se.items() if v is not None}
     raise ValueError(f'model {config.model.name!r} with config.model.se={se} has no SE block to analyse; '
                      'give the config and overrides the run was trained with (an SE model)')
+  state = evaluation.restore_checkpoint(config, workdir, exp, step=step)
   variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
   split = split or config.data.eval_split
   batches = input_pipeline.eval_iterator(config.data, split=split,
