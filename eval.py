@@ -5,7 +5,7 @@
   python eval.py --config=configs/imagenet.py --pretrained=seresnet50.ra2_in1k   # or hf-hub:timm/<tag>
 
 --pretrained evaluates with exactly the tag's preprocessing: timm's eval transform, done with PIL as
-timm does (`se_flax.pretrained.preprocess` of each image), and prints timm's reference top-1
+timm does (`se_flax.weights.pretrained.preprocess` of each image), and prints timm's reference top-1
 beside the measured one.
 
 The JSON object holds top1, top5, loss, num_examples, step (and the checkpoint or weights used).

@@ -16,12 +16,12 @@ Expected:  paper's error (not yet measured here): ResNet-110 6.37 -> SE 5.21; Re
 """
 
 from configs import default
-from se_flax.data import input_pipeline
+from se_flax.data import datasets
 
 
 def cifar_config(dataset: str, model: str):
   config = default.get_config()
-  config.data = input_pipeline.default_data_config(dataset)
+  config.data = datasets.default_data_config(dataset)
   config.data.image_size = 32
   config.data.augment = 'cifar'
   config.data.crop_padding = 4

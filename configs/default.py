@@ -10,7 +10,7 @@ global batch: lr = optim.lr * train.global_batch_size / optim.lr_batch_base.
 import ml_collections
 from ml_collections import config_dict
 
-from se_flax.data import input_pipeline
+from se_flax.data import datasets
 
 
 def se_config() -> ml_collections.ConfigDict:
@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Persistent XLA compilation cache: a rerun or resume skips recompiling ('' turns it off).
   config.compilation_cache_dir = '~/.cache/se_flax/jax_compilation_cache'
 
-  config.data = input_pipeline.default_data_config()
+  config.data = datasets.default_data_config()
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seresnet50'
@@ -48,9 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'avg' (ResNet-D), 'pad' (He et al.'s parameter-free option A: subsample, zero channels).
   config.model.downsample = config_dict.placeholder(str)
   config.model.sync_batch_norm = True  # BatchNorm statistics averaged over all devices
+  config.model.freeze_bn_stats = False  # BatchNorm in inference mode, running statistics kept (fine-tuning)
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
-  # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.pretrained`
+  # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.weights.pretrained`
   # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name), or another
   # se_flax workdir (its newest checkpoint) / one of its checkpoints/<step> directories.
   config.init_from = ''
@@ -61,7 +62,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.finetune.head = ('fc/*',)  # globs naming the head; everything else is the backbone
   config.finetune.backbone_lr_multiplier = 1.0  # backbone lr = lr * this (0 freezes it)
   config.finetune.freeze_backbone_steps = 0  # the backbone gets no update in the first N steps
-  config.finetune.freeze_bn_stats = False  # BatchNorm in inference mode, running statistics kept
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'sgd'  # 'sgd' | 'nesterov' | 'adamw'

@@ -9,12 +9,12 @@ Arg:       a model name, e.g. configs/digits.py:resnet20_cifar for the no-SE bas
 """
 
 from configs import default
-from se_flax.data import input_pipeline
+from se_flax.data import datasets
 
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.data = input_pipeline.default_data_config('digits')
+  config.data = datasets.default_data_config('digits')
   config.data.image_size = 8
   config.data.augment = 'cifar'  # 1-pixel zero-pad + random 8x8 crop, no flip (see data config)
   config.data.train_split = 'train'

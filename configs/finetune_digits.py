@@ -21,10 +21,10 @@ def get_config(arg: str | None = None):
   config = digits.get_config(arg)
   config.init_from = f'workdirs/digits_{config.model.name}'  # where `python train.py` trains
   config.data.keep_labels = (0, 1, 2, 3, 4)
+  config.model.freeze_bn_stats = True  # keep the source's BatchNorm statistics
 
   config.finetune.backbone_lr_multiplier = 0.1  # the backbone moves 10x slower than the new head
   config.finetune.freeze_backbone_steps = 10  # the new head settles first
-  config.finetune.freeze_bn_stats = True  # keep the source's BatchNorm statistics
 
   config.optim.lr = 0.05
   config.schedule.warmup_epochs = 0.0

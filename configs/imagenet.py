@@ -12,12 +12,12 @@ Expected:  paper's single-crop top-1 error (not yet measured here): ResNet-50 24
 """
 
 from configs import default
-from se_flax.data import input_pipeline
+from se_flax.data import datasets
 
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.data = input_pipeline.default_data_config('imagenet2012')
+  config.data = datasets.default_data_config('imagenet2012')
   config.data.image_size = 224
   config.data.augment = 'inception'
   config.data.eval_resize = 256

@@ -8,7 +8,6 @@ on, the optimiser state does not) leaves the applied learning rate equal to the 
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -16,6 +15,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from se_flax import trees
 
 if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
   import ml_collections
@@ -34,7 +35,7 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
 
 def warmup_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   """schedule.warmup_steps when set, else round(warmup_epochs * steps_per_epoch)."""
-  steps = getattr(config.schedule, 'warmup_steps', None)
+  steps = config.schedule.warmup_steps
   if steps is None:
     return int(round(config.schedule.warmup_epochs * steps_per_epoch))
   if not (isinstance(steps, int) and steps >= 0):
@@ -45,7 +46,7 @@ def warmup_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int
 def decay_boundaries(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, ...]:
   """The 'step' schedule's boundaries in steps: schedule.decay_steps when set, else
   round(e * steps_per_epoch) for e in decay_epochs."""
-  steps = getattr(config.schedule, 'decay_steps', None)
+  steps = config.schedule.decay_steps
   if steps is None:
     return tuple(int(round(e * steps_per_epoch)) for e in config.schedule.decay_epochs)
   steps = tuple(steps)
@@ -89,14 +90,11 @@ def decay_mask(params) -> dict:
 
 def param_labels(params, head: tuple[str, ...] = ('fc/*',)) -> dict:
   """'head' for parameters whose path ('fc/kernel', 'layer1_0/se/fc1/bias') matches a glob of
-  `head`, 'backbone' for the rest. As `se_flax.finetune.matches`, a glob may also carry the
-  collection ('params/fc/*')."""
-
-  def is_head(path: str) -> bool:
-    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(f'params/{path}', p) for p in head)
-
+  `head` (`trees.matches`: a glob may also carry the collection, 'params/fc/*'), 'backbone' for
+  the rest."""
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict({k: 'head' if is_head('/'.join(k)) else 'backbone' for k in flat})
+  return flax.traverse_util.unflatten_dict(
+      {k: 'head' if trees.matches('/'.join(('params', *k)), head) else 'backbone' for k in flat})
 
 
 class _AfterState(NamedTuple):
@@ -150,9 +148,9 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -
   freeze_backbone_steps > 0, the head (finetune.head globs) and the backbone get separate
   optimisers (optax.multi_transform): the backbone's learning rate is lr * multiplier, and it is
   not updated at all during the first freeze_backbone_steps steps."""
-  ft = getattr(config, 'finetune', None)  # plain-namespace configs (tools/benchmark.py) have none
-  multiplier = 1.0 if ft is None else float(ft.backbone_lr_multiplier)
-  frozen = 0 if ft is None else int(ft.freeze_backbone_steps)
+  ft = config.finetune
+  multiplier = float(ft.backbone_lr_multiplier)
+  frozen = int(ft.freeze_backbone_steps)
   if multiplier == 1.0 and frozen == 0:
     return _single_optimizer(config, lr_fn)
   if multiplier == 0.0:

@@ -22,43 +22,15 @@ import optax
 if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
   import ml_collections
 
-from se_flax import models
 from se_flax import optim
 
 AXIS = 'data'
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array  # raw uint32[2] key; the step key is fold_in(rng, step)
   skipped: jax.Array  # int32: steps whose update was dropped for a non-finite loss or gradient
-
-
-
-def se_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The `se=` override for `models.create` from config.model.se (None fields keep the model's)."""
-  se = {k: v for k, v in config.model.se.items() if v is not None}
-  if not se:
-    return {}
-  if se.get('enabled') is False:
-    return {'se': None}
-  return {'se': se}
-
-
-def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name: str | None = AXIS):
-  if config.model.dtype not in DTYPES:
-    raise ValueError(f'model.dtype={config.model.dtype!r} is not one of {", ".join(DTYPES)}')
-  overrides = dict(num_classes=num_classes, dtype=DTYPES[config.model.dtype],
-                   axis_name=axis_name if config.model.sync_batch_norm else None)
-  if config.model.drop_rate is not None:
-    overrides['drop_rate'] = config.model.drop_rate
-  for field in ('zero_init_last_bn', 'downsample'):  # None (or absent): the model's default
-    if getattr(config.model, field, None) is not None:
-      overrides[field] = getattr(config.model, field)
-  if getattr(getattr(config, 'finetune', None), 'freeze_bn_stats', False):
-    overrides['frozen_batch_norm'] = True  # running statistics kept as loaded
-  return models.create(config.model.name, **se_overrides(config), **overrides)
 
 
 def num_mesh_devices(config: ml_collections.ConfigDict) -> int:
@@ -83,8 +55,8 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
                              skipped=jnp.zeros((), jnp.int32))
 
   replicated = NamedSharding(mesh, P())
-  # Non-partitionable threefry (still a stable, backend-independent stream): a 4x faster compile of the replicated init
-  # on CPU (15.8 s -> 3.6 s for a tiny net, measured on 2 cores).
+  # Non-partitionable threefry (still a stable, backend-independent stream) compiles the replicated
+  # init much faster on CPU: docs/speed_notes.md s.6.
   with jax.threefry_partitionable(False):
     abstract = jax.eval_shape(init)
     shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+import flax.linen as nn
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -39,7 +40,7 @@ from se_flax import resilience
 from se_flax import timing
 from se_flax import trees
 from se_flax.data import input_pipeline
-from se_flax.steps import AXIS, TrainState, create_mesh, create_model, create_train_state
+from se_flax.steps import AXIS, TrainState, create_mesh, create_train_state
 from se_flax.steps import make_eval_step, make_train_step, num_mesh_devices, to_global
 
 # ---------------------------------------------------------------------------------------------
@@ -52,8 +53,9 @@ def num_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
   return int(math.ceil(config.train.num_epochs * steps_per_epoch))
 
 
-def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False) -> None:
-  """Fail fast, with one line naming the bad value, before anything touches the workdir."""
+def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False) -> nn.Module:
+  """Fail fast, with one line naming the bad value, before anything touches the workdir; returns
+  the run's model (`models.from_config`), built here once."""
   if config.num_devices is not None and not (
       0 < config.num_devices <= jax.device_count() and jax.process_count() == 1):
     raise ValueError(f'num_devices={config.num_devices} must be between 1 and the {jax.device_count()} '
@@ -65,8 +67,8 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   models.spec(config.model.name)
   optim.warmup_steps(config, 1)  # schedule.warmup_steps / decay_steps, when set
   optim.decay_boundaries(config, 1)
-  model = create_model(config, input_pipeline.num_classes(config.data))  # SE settings, dtype, field names
-  check_gate_init(model)
+  model = models.from_config(config.model, input_pipeline.num_classes(config.data), axis_name=AXIS)
+  models.check_gate_init(model)
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
   init_from.validate(config, model, (config.data.image_size, config.data.image_size, channels),
                     resuming=resuming)  # init_from (unless resuming), finetune
@@ -91,6 +93,7 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
     if batch % jax.process_count():
       raise ValueError(f'{field}.global_batch_size={batch} must be divisible by the process count '
                        f'{jax.process_count()}')
+  return model
 
 
 def apply_tag_preprocessing(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -105,17 +108,6 @@ def apply_tag_preprocessing(config: ml_collections.ConfigDict) -> dict[str, Any]
   return fields
 
 
-def check_gate_init(model) -> None:
-  """A gate with gate(0) = 0 (tanh, ReLU) on a residual branch whose last BatchNorm scale starts at
-  0 never trains: the branch is 0, so the gate's input is 0, so the gate is 0 and passes no
-  gradient back to the branch (both stay exactly 0; the net is its shortcuts alone)."""
-  se = getattr(model, 'se', None)
-  if (se is not None and se.gate in ('tanh', 'relu') and getattr(model, 'zero_init_last_bn', False)
-      and not model.block.startswith('preact')):
-    raise ValueError(f'model.se.gate={se.gate!r} with zero-initialised last BatchNorm scales never trains the '
-                     'residual branches (gate(0) = 0); set model.zero_init_last_bn=False')
-
-
 def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
   """Point JAX's persistent compilation cache at config.compilation_cache_dir (unless empty).
 
@@ -125,11 +117,6 @@ def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
     path = os.path.expanduser(config.compilation_cache_dir)
     jax.config.update('jax_compilation_cache_dir', path)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-
-
-def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """jax.distributed.initialize() once where the launcher implies several processes (se_flax.launch)."""
-  launch.initialize(config)
 
 
 def prefetch(iterator: Iterator[dict], sharding: NamedSharding, size: int = 2) -> Iterator[dict]:
@@ -180,29 +167,35 @@ class Experiment:
   state: TrainState
 
 
-def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, training: bool = False) -> None:
+def start(config: ml_collections.ConfigDict, workdir: str | None = None, *, training: bool = False) -> nn.Module:
   """What every process does first: jax.distributed where the launcher implies several processes,
   the compilation cache, then one validation of the config that every process agrees on (a refusal
   is the same errors.UserError everywhere, before anything is created). A checkpoint in `workdir`
   means the run resumes, so init_from is not checked; `training` also wants the workdir writable.
+  Returns the model the validation built.
   """
   launch.initialize(config)
   enable_compilation_cache(config)
   resuming = workdir is not None and checkpointing.has_checkpoint(workdir)
   apply_tag_preprocessing(config)  # before validation, so the fields it sets are checked too
 
+  built = []
+
   def validate(c: ml_collections.ConfigDict) -> None:
     if training:
       paths.check_workdir_writable(workdir)
-    validate_config(c, resuming=resuming)
+    built.append(validate_config(c, resuming=resuming))
 
   launch.check_agreement(config, validate, context=f'resuming={resuming}, training={training}')
+  if not built:  # this config was validated before in this process
+    built.append(models.from_config(config.model, input_pipeline.num_classes(config.data), axis_name=AXIS))
+  return built[0]
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = None, *,
                      training: bool = False) -> Experiment:
   """`start` (validation), then build mesh, model, schedule and a freshly initialised state."""
-  start(config, workdir, training=training)
+  model = start(config, workdir, training=training)
   spec = dataclasses.replace(input_pipeline.get_spec(config.data.name),
                              num_classes=input_pipeline.num_classes(config.data))  # data.keep_labels
   image_shape = (config.data.image_size, config.data.image_size, spec.image_shape[-1])
@@ -214,7 +207,6 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str | None = No
   total_steps = num_train_steps(config, steps_per_epoch)
   mesh = create_mesh(config)
   launch.log_startup(config, mesh)
-  model = create_model(config, spec.num_classes)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch, total_steps)
   state = create_train_state(config, model, image_shape, optim.create_optimizer(config, lr_fn), mesh)
   return Experiment(spec, model, mesh, lr_fn, steps_per_epoch, total_steps, state)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any, Iterable, Mapping
 
@@ -25,6 +26,13 @@ def flatten(tree: Any) -> dict[str, Any]:
 
   walk(getattr(tree, 'tree', tree), ())  # orbax wraps a metadata tree
   return flat
+
+
+def matches(key: str, patterns: Iterable[str]) -> bool:
+  """Whether a glob matches the variable path `key` ('params/fc/kernel') with or without its
+  collection: 'fc/*' and 'params/fc/*' both match it."""
+  bare = key.split('/', 1)[-1]
+  return any(fnmatch.fnmatchcase(bare, p) or fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def jsonable(value: Any) -> Any:

@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from configs import imagenet as imagenet_config
 from se_flax.tools import benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,16 +50,6 @@ def test_vs_timm_without_torch_is_one_line_install_hint():
   assert proc.stderr.strip().splitlines() == [
       '--vs-timm needs torch and timm (torch is missing for ' + sys.executable + '): '
       'pip install -r requirements-timm.txt']
-
-
-def test_recipe_matches_imagenet_config():
-  config = imagenet_config.get_config('seresnet50')
-  recipe = benchmark.imagenet_recipe('seresnet50', 'float32', 16, 1)
-  for section in ('optim', 'schedule'):
-    for key, value in vars(getattr(recipe, section)).items():
-      assert config[section][key] == value, (section, key)
-  assert recipe.model.sync_batch_norm == config.model.sync_batch_norm
-  assert recipe.seed == config.seed
 
 
 def test_peak_tflops_table():

@@ -1,4 +1,4 @@
-"""se_flax.convert against live timm, for layouts the golden files do not cover.
+"""se_flax.weights.convert against live timm, for layouts the golden files do not cover.
 
 Skipped where torch or timm is missing (CI's jax environment); runs where both are installed next
 to jax. Torch tensors are passed to `from_timm` as they are, through `__array__`.

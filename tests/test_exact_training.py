@@ -30,6 +30,7 @@ import pytest
 
 from configs import default
 from configs import digits as digits_config
+from se_flax import models
 from se_flax import optim
 from se_flax import steps
 
@@ -61,7 +62,7 @@ def train(config, num_devices: int, batches: list[dict]):
   """The production step (steps.make_train_step) on the first `num_devices` devices; the final state."""
   config.num_devices = num_devices
   mesh = steps.create_mesh(config)
-  model = steps.create_model(config, NUM_CLASSES)
+  model = models.from_config(config.model, NUM_CLASSES, axis_name=steps.AXIS)
   lr_fn = optax.constant_schedule(LR)
   state = steps.create_train_state(config, model, IMAGE_SHAPE, optim.create_optimizer(config, lr_fn), mesh)
   step = steps.make_train_step(model, config, NUM_CLASSES, mesh, lr_fn)
@@ -120,7 +121,7 @@ def shard_reference_step(config, state, batch: dict, num_devices: int) -> tuple[
   """What sync_batch_norm=False promises, computed one shard at a time on one device: each shard
   normalised with its own statistics, gradients averaged over shards, running statistics averaged
   over the per-shard updates, then the optimiser's update. Returns (params, batch_stats)."""
-  model = steps.create_model(config, NUM_CLASSES, axis_name=None)
+  model = models.from_config(config.model, NUM_CLASSES)
   params, stats = jax.device_get(state.params), jax.device_get(state.batch_stats)
   tx = optim.create_optimizer(config, optax.constant_schedule(LR))
 
@@ -146,7 +147,7 @@ def test_unsynchronised_batch_norm_is_per_device_and_averaged():
   config = tiny_config(sync_batch_norm=False)
   config.num_devices = 4
   mesh = steps.create_mesh(config)
-  model = steps.create_model(config, NUM_CLASSES)
+  model = models.from_config(config.model, NUM_CLASSES, axis_name=steps.AXIS)
   tx = optim.create_optimizer(config, optax.constant_schedule(LR))
   start = steps.create_train_state(config, model, IMAGE_SHAPE, tx, mesh)
   want_params, want_stats = shard_reference_step(config, start, batch, 4)
@@ -233,7 +234,7 @@ def test_batch_norm_running_statistics():
   values a channel). Converted timm weights are unaffected (their running statistics are copied).
   """
   config = tiny_config(zero_init_last_bn=False)
-  model = steps.create_model(config, NUM_CLASSES, axis_name=None)
+  model = models.from_config(config.model, NUM_CLASSES)
   images = np.random.default_rng(3).normal(size=(4, *IMAGE_SHAPE)).astype(np.float32)
   # Any values will do (and the init need not be compiled): random parameters, and running
   # statistics that are not the init's 0 and 1.

@@ -203,9 +203,9 @@ def test_init_from_another_device_count_and_dtype(digits_dir, base_workdir, num_
 
 
 def test_frozen_bn_train_step_uses_running_statistics(digits_dir):
-  """One step with finetune.freeze_bn_stats: batch_stats unchanged, logits as in eval mode."""
+  """One step with model.freeze_bn_stats: batch_stats unchanged, logits as in eval mode."""
   config = tiny_digits(digits_dir)
-  config.finetune.freeze_bn_stats = True
+  config.model.freeze_bn_stats = True
   config.schedule.warmup_epochs = 0.0  # a non-zero lr at step 0
   config.num_devices = 1
   exp = train_lib.build_experiment(config)

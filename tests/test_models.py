@@ -18,6 +18,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -309,7 +310,7 @@ def test_placement_se_input_width(name, placement):
   base = models.spec(name).kwargs['se']
   for block, p in blocks.items():
     c = expected[block][placement]
-    hidden = models.SEBlock(reduction=base.reduction, rounding=base.rounding)
+    hidden = models.SEBlock(SEConfig(reduction=base.reduction, rounding=base.rounding))
     want_hidden = jax.eval_shape(hidden.init, _KEY, jax.ShapeDtypeStruct((1, 1, 1, c), jnp.float32))
     assert p['se']['fc1']['kernel'].shape == (c, want_hidden['params']['fc1']['kernel'].shape[1]), block
     assert p['se']['fc2']['kernel'].shape[1] == c, block
@@ -350,7 +351,7 @@ def test_pre_placement_leaves_identity_shortcut_alone(block_name, filters):
   from se_flax.models import resnet
   conv = functools.partial(nn.Conv, use_bias=False)
   norm = functools.partial(nn.BatchNorm, use_running_average=True)
-  attn = functools.partial(models.SEBlock, reduction=2, gate='relu')
+  attn = functools.partial(models.SEBlock, config=SEConfig(reduction=2, gate='relu'))
   block = getattr(resnet, block_name)(filters=filters, conv=conv, norm=norm, attn=attn, placement='pre')
   x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4, 4, 8)), jnp.float32)
   variables = _random_variables(jax.eval_shape(block.init, _KEY, x))
@@ -686,3 +687,38 @@ def test_cifar_family_defaults_and_parameter_counts(name):
     assert not any(k.startswith('downsample') for block in params.values() for k in block)
   else:  # pre-activation projections: the conv on the pre-activated input, no BatchNorm after it
     assert set(params['layer2_0']) >= {'downsample_conv'} and 'downsample_bn' not in params['layer2_0']
+
+
+def _model_section(**changes):
+  from configs import default
+  cfg = default.get_config().model
+  cfg.name = 'seresnet_tiny_cifar'
+  cfg.update(changes)
+  return cfg
+
+
+def test_from_config_maps_the_model_section():
+  """None fields keep the registered model's settings; set ones become `create` overrides."""
+  plain = models.from_config(_model_section(), 7)
+  assert plain == models.create('seresnet_tiny_cifar', num_classes=7, axis_name=None)
+  cfg = _model_section(dtype='bfloat16', drop_rate=0.5, zero_init_last_bn=True, downsample='conv',
+                       freeze_bn_stats=True)
+  cfg.se.reduction, cfg.se.gate = 2, 'tanh'
+  model = models.from_config(cfg, 3, axis_name='data')
+  assert (model.num_classes, model.dtype, model.drop_rate, model.zero_init_last_bn, model.downsample,
+          model.frozen_batch_norm, model.axis_name) == (3, jnp.bfloat16, 0.5, True, 'conv', True, 'data')
+  assert (model.se.reduction, model.se.gate, model.se.rounding) == (2, 'tanh', plain.se.rounding)
+  with pytest.raises(ValueError, match='never trains'):
+    models.check_gate_init(model)
+  cfg.sync_batch_norm = False
+  assert models.from_config(cfg, 3, axis_name='data').axis_name is None
+
+
+def test_from_config_se_enabled_and_bad_values():
+  cfg = _model_section()
+  cfg.se.enabled, cfg.se.reduction = False, 0  # off: the other SE fields do not matter
+  assert models.from_config(cfg, 10).se is None
+  with pytest.raises(ValueError, match=r"model.dtype='float16' is not one of float32, bfloat16"):
+    models.from_config(_model_section(dtype='float16'), 10)
+  with pytest.raises(ValueError, match=r"model.freeze_bn_stats=1 must be True or False"):
+    models.from_config(ml_collections.ConfigDict(dict(_model_section().to_dict(), freeze_bn_stats=1)), 10)

@@ -145,7 +145,7 @@ def test_eval_is_exact_for_any_batch_and_device_count(digits_dir):
   data = tfds.as_numpy(builder.as_dataset(split='test', batch_size=-1, shuffle_files=False))
   spec = input_pipeline.get_spec('digits')
   images = (data['image'].astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
-  model = train_lib.create_model(config, spec.num_classes, axis_name=None)
+  model = models.from_config(config.model, spec.num_classes)
   logits = np.asarray(model.apply(jax.device_get(variables), images, train=False))
   labels = data['label']
   expected_top1 = float(np.mean(np.argmax(logits, -1) == labels))

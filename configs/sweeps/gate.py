@@ -1,7 +1,7 @@
 """Excitation non-linearity: sigmoid, tanh, ReLU (paper Table 12), plus the no-SE baseline.
 
 Every member starts its residual branches' last BatchNorm scale at 1, not 0: with a zero start,
-tanh(0) = relu(0) = 0 holds branch and gate at exactly 0 for ever (train_lib.check_gate_init).
+tanh(0) = relu(0) = 0 holds branch and gate at exactly 0 for ever (models.check_gate_init).
 """
 
 from configs import sweeps

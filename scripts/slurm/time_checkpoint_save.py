@@ -27,6 +27,7 @@ import jax
 
 from se_flax import checkpointing
 from se_flax import cli
+from se_flax import models
 from se_flax import optim
 from se_flax import steps
 from se_flax.data import input_pipeline
@@ -45,7 +46,7 @@ def main(argv):
   image_shape = (config.data.image_size, config.data.image_size, spec.image_shape[-1])
   steps_per_epoch = 1000  # shapes the learning-rate schedule only, not the state
   mesh = steps.create_mesh(config)
-  model = steps.create_model(config, spec.num_classes)
+  model = models.from_config(config.model, spec.num_classes, axis_name=steps.AXIS)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch, 100 * steps_per_epoch)
   state = steps.create_train_state(config, model, image_shape, optim.create_optimizer(config, lr_fn), mesh)
   jax.block_until_ready(state)

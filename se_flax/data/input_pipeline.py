@@ -53,14 +53,12 @@ relabelled 0..K-1 in the order given, e.g. 5 of the 10 digits for fine-tuning.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
 from typing import Callable, Iterator
 
 import ml_collections
-from ml_collections import config_dict
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -68,6 +66,8 @@ import tensorflow_datasets as tfds
 from se_flax import errors
 from se_flax.data import digits
 from se_flax.data import pil_eval
+# The TF-free dataset facts, re-exported: callers may keep reading them here.
+from se_flax.data.datasets import DATASETS, DatasetSpec, default_data_config, get_spec, num_classes  # noqa: F401
 
 try:
   tf.config.set_visible_devices([], 'GPU')  # TF must never take a GPU.
@@ -89,72 +89,10 @@ class DataNotFoundError(errors.UserError, FileNotFoundError, ValueError):
   """A dataset's TFDS files are missing and cannot be produced here."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """Static facts about a dataset; `image_shape` is the default network input."""
-
-  tfds_name: str
-  num_classes: int
-  image_shape: tuple[int, int, int]
-  in_memory: bool
-  train_split: str
-  eval_split: str
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    # Mean/std of all pixels of the 1,437-image train split (0..255 units).
-    'digits': DatasetSpec('se_flax_digits', 10, (8, 8, 1), True, 'train', 'test',
-                          (78.12,), (96.12,)),
-    'cifar10': DatasetSpec('cifar10', 10, (32, 32, 3), True, 'train', 'test',
-                           (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
-    'cifar100': DatasetSpec('cifar100', 100, (32, 32, 3), True, 'train', 'test',
-                            (129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
-    'imagenet2012': DatasetSpec('imagenet2012', 1000, (224, 224, 3), False, 'train',
-                                'validation', (123.675, 116.28, 103.53),
-                                (58.395, 57.12, 57.375)),
-}
-
 # Datasets built from data shipped with a Python package: prepared on demand.
 _AUTO_PREPARE = {'se_flax_digits': digits.ensure_prepared}
 # Datasets whose source files must be downloaded by hand (TFDS manual_dir).
 _MANUAL_FILES = {'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')}
-_DEFAULT_AUGMENT = {'digits': 'none', 'cifar10': 'cifar', 'cifar100': 'cifar',
-                    'imagenet2012': 'inception'}
-
-
-def get_spec(name: str) -> DatasetSpec:
-  """The spec of an se_flax dataset name."""
-  if name not in DATASETS:
-    raise ValueError(f'Unknown dataset name {name!r}; allowed: {", ".join(DATASETS)}.')
-  return DATASETS[name]
-
-
-def default_data_config(name: str = 'digits') -> Config:
-  """The `data` config section with the usual settings for dataset `name`."""
-  spec = get_spec(name)
-  size = spec.image_shape[0]
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.data_dir = config_dict.placeholder(str)  # None: the TFDS default
-  cfg.train_split = spec.train_split
-  cfg.eval_split = spec.eval_split
-  cfg.image_size = size
-  cfg.augment = _DEFAULT_AUGMENT.get(name, 'none' if spec.in_memory else 'inception')
-  cfg.crop_padding = 1 if name == 'digits' else 4
-  cfg.random_flip = name != 'digits'  # horizontal flips with the 'cifar' / 'inception' crops
-  cfg.rrc_scale = (0.08, 1.0)
-  cfg.rrc_ratio = (3 / 4, 4 / 3)
-  cfg.eval_resize = 256 if name == 'imagenet2012' else size
-  cfg.eval_interpolation = 'bilinear'  # eval resize: 'bilinear' | 'bicubic' (timm tags name theirs)
-  cfg.eval_antialias = False  # area-average when shrinking, as PIL (timm's eval) does
-  cfg.eval_backend = 'tensorflow'  # 'pil': decode, resize and crop as timm does (pretrained tags)
-  cfg.keep_labels = ()  # () all classes; e.g. (0, 1, 2, 3, 4): only these, relabelled 0..K-1
-  cfg.mean = spec.mean
-  cfg.std = spec.std
-  cfg.shuffle_buffer = 16_384
-  return cfg
 
 
 # ----------------------------------------------------------------------------
@@ -218,20 +156,6 @@ def _load_split(name: str, data_dir: str | None, split: str) -> tuple[np.ndarray
   images = np.concatenate([c['image'] for c in chunks])
   labels = np.concatenate([c['label'] for c in chunks]).astype(np.int32)
   return images, labels
-
-
-def num_classes(data_cfg: Config) -> int:
-  """Classes the network predicts: the dataset's, or len(keep_labels)."""
-  spec = get_spec(data_cfg.name)
-  keep = tuple(data_cfg.get('keep_labels') or ())
-  if not keep:
-    return spec.num_classes
-  if not spec.in_memory:
-    raise ValueError(f'data.keep_labels works on in-memory datasets only '
-                     f'({", ".join(n for n, s in DATASETS.items() if s.in_memory)}), not {data_cfg.name!r}')
-  if len(set(keep)) != len(keep) or not all(isinstance(k, int) and 0 <= k < spec.num_classes for k in keep):
-    raise ValueError(f'data.keep_labels={keep} must be distinct class ids in [0, {spec.num_classes})')
-  return len(keep)
 
 
 def _split_arrays(data_cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:

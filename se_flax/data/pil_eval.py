@@ -6,7 +6,7 @@ decodes (`Image.open(f).convert('RGB')`), torchvision's `Resize(floor(size / cro
 short side with PIL's filter (antialiased), `CenterCrop(size)`, then `/ 255` and mean/std.
 TensorFlow's JPEG decoder (default DCT) and `tf.image.resize` differ from PIL by up to 0.26 in
 normalised units, so `input_pipeline` evaluates with these functions when `data.eval_backend` is
-'pil', and `se_flax.pretrained.preprocess` is the same path for one image. numpy and PIL only.
+'pil', and `se_flax.weights.pretrained.preprocess` is the same path for one image. numpy and PIL only.
 """
 
 from __future__ import annotations

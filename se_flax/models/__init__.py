@@ -1,9 +1,11 @@
-"""The SENet model zoo: `create(name, **overrides)`, `names()`, and the building blocks."""
+"""The SENet model zoo: `create(name, **overrides)`, `from_config(config.model, num_classes)`, `names()`,
+and the building blocks."""
 
+from se_flax.models.factory import DTYPES, check_gate_init, from_config
 from se_flax.models.flops import count_macs, count_params
 from se_flax.models.registry import ModelSpec, create, names, spec
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import GATES, PLACEMENTS, ROUNDINGS, SQUEEZES, SEBlock, SEConfig
 
-__all__ = ['create', 'names', 'spec', 'ModelSpec', 'ResNet', 'SEBlock', 'SEConfig', 'count_macs',
-           'count_params', 'GATES', 'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES']
+__all__ = ['create', 'from_config', 'check_gate_init', 'names', 'spec', 'ModelSpec', 'ResNet', 'SEBlock',
+           'SEConfig', 'count_macs', 'count_params', 'DTYPES', 'GATES', 'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES']

@@ -97,44 +97,32 @@ class SEConfig:
 class SEBlock(nn.Module):
   """Squeeze-and-Excitation on an NHWC feature map; returns the same shape.
 
-  Reads the channel count from its input, so one SEBlock definition serves every stage.
+  Takes its settings as one `SEConfig` (validated when that is built) and reads the channel count
+  from its input, so one SEBlock definition serves every stage.
   The two FCs are `nn.Dense` on the pooled vector (the paper's formulation; timm's 1x1 convs
   on a 1x1 map are the same linear maps). The gate values are sown as
   `intermediates/gate` for excitation analysis.
   """
 
-  reduction: int = 16
-  rounding: str = 'floor'
-  squeeze: str = 'avg'
-  gate: str = 'sigmoid'
-  use_bias: bool = True
+  config: SEConfig = SEConfig()  # validated when built; placement and stages are the network's
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
-  @classmethod
-  def from_config(cls, cfg: SEConfig, **kwargs) -> 'SEBlock':
-    return cls(reduction=cfg.reduction, rounding=cfg.rounding, squeeze=cfg.squeeze,
-               gate=cfg.gate, use_bias=cfg.use_bias, **kwargs)
-
-  def __post_init__(self):
-    # Validate at construction, so a bad value fails before any tracing.
-    SEConfig(reduction=self.reduction, rounding=self.rounding, squeeze=self.squeeze, gate=self.gate)
-    super().__post_init__()
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
     channels = x.shape[-1]
-    hidden = reduced_channels(channels, self.reduction, self.rounding)
-    if self.squeeze == 'avg':
+    hidden = reduced_channels(channels, cfg.reduction, cfg.rounding)
+    if cfg.squeeze == 'avg':
       # Accumulate the mean in float32 even for bf16 activations.
       s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
     else:
       s = jnp.max(x, axis=(1, 2)).astype(jnp.float32)
     dense = lambda features, name: nn.Dense(
-        features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        features, use_bias=cfg.use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     s = dense(hidden, 'fc1')(s.astype(self.dtype))
     s = nn.relu(s)
     s = dense(channels, 'fc2')(s)
-    s = _GATE_FNS[self.gate](s)
+    s = _GATE_FNS[cfg.gate](s)
     self.sow('intermediates', 'gate', s)
     return x * s[:, None, None, :].astype(x.dtype)

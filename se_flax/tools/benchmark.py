@@ -11,8 +11,8 @@ and `--num-devices` defaults to 1, so figures are per device and comparable with
 accelerator; it may be another virtualenv's Python) and prints the ratio se_flax / timm's best
 variant. With `--json` the last stdout line is one JSON object with every figure.
 
-Imports neither TensorFlow nor ml_collections' configs: the optimiser is configs/imagenet.py's,
-rebuilt from plain attributes (`imagenet_recipe`), and fed to the real `optim` functions.
+Imports no TensorFlow: the model, optimiser and schedule are configs/imagenet.py's (`imagenet_recipe`),
+fed to the real `optim` and `steps` functions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from typing import Any, Callable
 
 from absl import app
@@ -31,8 +30,10 @@ from absl import flags
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import ml_collections
 import numpy as np
 
+from configs import imagenet as imagenet_config
 from se_flax import models
 from se_flax import optim
 from se_flax import steps
@@ -40,7 +41,7 @@ from se_flax import steps
 _MODEL = flags.DEFINE_string('model', 'seresnet50', 'Registered se_flax model name.')
 _BATCH = flags.DEFINE_integer('batch', 16, 'Batch size per device.')
 _IMAGE_SIZE = flags.DEFINE_integer('image-size', 224, 'Square input resolution.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', list(steps.DTYPES), 'Compute dtype (parameters stay float32).')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', list(models.DTYPES), 'Compute dtype (parameters stay float32).')
 _NUM_DEVICES = flags.DEFINE_integer('num-devices', 1, 'Devices in the data mesh (the batch is per device).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats; the median is reported.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Steps per timed repeat.')
@@ -71,21 +72,13 @@ PEAK_TFLOPS = (
 )
 
 
-def imagenet_recipe(model: str, dtype: str, batch: int, num_devices: int) -> types.SimpleNamespace:
-  """configs/imagenet.py's model, optimiser and schedule fields as plain attributes.
-
-  configs/ imports ml_collections and, through the input pipeline, TensorFlow, neither of which
-  a benchmark machine needs; tests/test_benchmark.py checks these fields against the config.
-  """
-  ns = types.SimpleNamespace
-  return ns(
-      seed=0, num_devices=num_devices,
-      model=ns(name=model, se={}, dtype=dtype, drop_rate=None, sync_batch_norm=True),
-      optim=ns(name='sgd', lr=0.6, lr_batch_base=1024, momentum=0.9, weight_decay=1e-4,
-               decay_bn_and_bias=False, b1=0.9, b2=0.999, label_smoothing=0.0),
-      schedule=ns(name='step', warmup_epochs=0.0, warmup_lr_factor=0.0, warmup_mode='linear',
-                  decay_epochs=(30, 60, 90), decay_factor=0.1),
-      train=ns(global_batch_size=batch * num_devices, num_epochs=100.0))
+def imagenet_recipe(model: str, dtype: str, batch: int, num_devices: int) -> ml_collections.ConfigDict:
+  """configs/imagenet.py for `model`, with this benchmark's dtype, per-device batch and devices."""
+  config = imagenet_config.get_config(model)
+  config.model.dtype = dtype
+  config.num_devices = num_devices
+  config.train.global_batch_size = batch * num_devices
+  return config
 
 
 def cpu_cores() -> int:
@@ -138,7 +131,7 @@ def benchmark_jax(model_name: str, batch: int, image_size: int, dtype: str, num_
     raise ValueError(f'--num-devices={num_devices} exceeds the {jax.device_count()} devices here')
   config = imagenet_recipe(model_name, dtype, batch, num_devices)
   mesh = steps.create_mesh(config)
-  model = steps.create_model(config, NUM_CLASSES)
+  model = models.from_config(config.model, NUM_CLASSES, axis_name=steps.AXIS)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000, total_steps=100_000)
   state = steps.create_train_state(config, model, (image_size, image_size, 3),
                                    optim.create_optimizer(config, lr_fn), mesh)

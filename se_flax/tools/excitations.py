@@ -168,14 +168,12 @@ def parse_classes(text: str | None, num_classes: int) -> list[int]:
 def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None = None,
         split: str | None = None, step: int | None = None) -> dict[str, float]:
   """Restore the checkpoint, average the gates over `split`, write the files; returns the spreads."""
-  from se_flax import checkpointing, steps, train_lib
+  from se_flax import evaluation, models
   from se_flax.data import input_pipeline
-  if not (checkpointing.workdir_path(workdir) / 'checkpoints').is_dir():  # a path or a gs:// URL
-    raise FileNotFoundError(f'no checkpoints in workdir {workdir!r}')
-  exp = train_lib.build_experiment(config, workdir)  # its checkpoint, not init_from, is read
+  exp = evaluation.trained_experiment(config, workdir)
   num_classes = exp.spec.num_classes
   chosen = parse_classes(classes, num_classes)
-  model = steps.create_model(config, num_classes, axis_name=None)
+  model = models.from_config(config.model, num_classes)  # no mesh axis: applied outside shard_map
   shapes = {'params': exp.state.params, 'batch_stats': exp.state.batch_stats}
   image = jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, exp.spec.image_shape[-1]),
                                jnp.float32)
@@ -183,8 +181,7 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
     se = {k: v for k, v in config.model.se.items() if v is not None}
     raise ValueError(f'model {config.model.name!r} with config.model.se={se} has no SE block to analyse; '
                      'give the config and overrides the run was trained with (an SE model)')
-  manager = checkpointing.create_manager(workdir, config, read_only=True)
-  state, _ = checkpointing.restore(manager, exp.state, step=step)
+  state = evaluation.restore_checkpoint(config, workdir, exp, step=step)
   variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
   split = split or config.data.eval_split
   batches = input_pipeline.eval_iterator(config.data, split=split,

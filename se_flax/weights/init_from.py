@@ -21,7 +21,6 @@ training and evaluation, and timm's own eval transform (PIL) for evaluation.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from typing import Any, Mapping
 
@@ -31,9 +30,9 @@ import jax
 import numpy as np
 
 from se_flax import checkpointing
+from se_flax.trees import flatten, matches  # noqa: F401 (matches: the init_skip/head globs)
 from se_flax.weights import convert
 from se_flax.weights import pretrained
-from se_flax.trees import flatten
 
 _LISTED = 8  # keys listed in an error
 
@@ -45,11 +44,6 @@ class InitFromMismatchError(checkpointing.CheckpointMismatchError):
 def _path(key: str) -> str:
   """'params/layer1_0/conv1/kernel' -> 'layer1_0/conv1/kernel' (what globs are written against)."""
   return key.split('/', 1)[1]
-
-
-def matches(key: str, patterns) -> bool:
-  """A glob matches the path with or without its collection ('fc/*' or 'params/fc/*')."""
-  return any(fnmatch.fnmatchcase(_path(key), p) or fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def is_workdir(path: str) -> bool:
@@ -286,8 +280,6 @@ def validate(config, model=None, image_shape=None, *, resuming: bool = False) ->
     raise ValueError(f'finetune.backbone_lr_multiplier={ft.backbone_lr_multiplier} must be >= 0')
   if not (isinstance(ft.freeze_backbone_steps, int) and ft.freeze_backbone_steps >= 0):
     raise ValueError(f'finetune.freeze_backbone_steps={ft.freeze_backbone_steps!r} must be an integer >= 0')
-  if not isinstance(ft.freeze_bn_stats, bool):
-    raise ValueError(f'finetune.freeze_bn_stats={ft.freeze_bn_stats!r} must be True or False')
   if init_from and not resuming:
     _validate_source(init_from, config.model.name)
   if model is not None and (init_from or ft.backbone_lr_multiplier != 1 or ft.freeze_backbone_steps):
