@@ -73,9 +73,16 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict,
       read_only=read_only,
       cleanup_tmp_directories=not read_only,  # leftovers of a save interrupted by a kill
   )
-  return ocp.CheckpointManager(
+  manager = ocp.CheckpointManager(
       workdir_path(workdir) / 'checkpoints', options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
+  # Orbax removes those leftovers in a background thread; let it finish before the run goes on, so
+  # that start-up is one sequence (under tfds.testing.mock_data, whose file-system patch is
+  # process-wide for moments while a mocked dataset loads, a concurrent listing read the mocked tree).
+  await_cleanup = getattr(manager, '_maybe_await_cleanup_tmp_directory', None)
+  if await_cleanup is not None:
+    await_cleanup()
+  return manager
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, config: ml_collections.ConfigDict,

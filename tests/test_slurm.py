@@ -33,6 +33,10 @@ PATH = os.environ.get('PATH', '') + ':/usr/sbin:/sbin'
 BINARIES = ('munged', 'slurmctld', 'slurmd', 'srun', 'sbatch', 'scancel', 'scontrol', 'squeue', 'sinfo')
 NUM_STEPS = 16  # 2x2 vs 1x4 stays within 1e-6 this long (cross-process sums are ordered differently)
 TERM_AT = 3  # once this step is logged the tasks are stopped, sent SIGTERM, and continued
+# An evaluation after every step (44 steps an epoch) keeps the steps after TERM_AT slower than JAX's
+# preemption sync, which agrees on the step to save over the coordination service: with bare tiny
+# steps (tens of ms) an idle machine could finish all NUM_STEPS before the processes agreed.
+EVAL_EVERY_EPOCHS = 1 / 44
 TOL = 1e-6
 TIMEOUT = 480  # s for one job on a loaded 2-core machine
 
@@ -163,7 +167,7 @@ def slurm(tmp_path_factory):
 def train_args(workdir: str, data_dir: str) -> list[str]:
   return cli_runs.train_args(
       workdir, data_dir, train__global_batch_size=32, eval__global_batch_size=64, train__num_steps=NUM_STEPS,
-      train__checkpoint_every_steps=1000, train__log_every_steps=1, train__eval_every_epochs=0.0,
+      train__checkpoint_every_steps=1000, train__log_every_steps=1, train__eval_every_epochs=EVAL_EVERY_EPOCHS,
       model__drop_rate=0.3)[1:]  # dropout keys depend on the device index
 
 
