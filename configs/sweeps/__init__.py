@@ -39,4 +39,4 @@ def members(settings: list[dict], arg: str | None, *, baseline: bool = True) -> 
 
 def num_stages(config) -> int:
   from se_flax import models
-  return len(models.spec(config.model.name).kwargs['stage_sizes'])
+  return models.spec(config.model.name).num_stages

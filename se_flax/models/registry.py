@@ -23,9 +23,16 @@ class ModelSpec:
 
   name: str
   kwargs: Mapping[str, Any]
+  module: type[nn.Module]  # the network class the kwargs build (ResNet, VGG, ...)
   input_size: int  # natural input resolution (224 ImageNet, 32 CIFAR)
   description: str
   facts: ModelFacts  # timm name, pretrained tags, reference figures (se_flax/models/facts.py)
+
+  @property
+  def num_stages(self) -> int | None:
+    """Stages the SE `stages` mask has one entry for (None: the network has no stage structure)."""
+    sizes = self.kwargs.get('stage_sizes')
+    return len(sizes) if sizes is not None else getattr(self.module, 'NUM_STAGES', None)
 
   @property
   def reference(self) -> str:
@@ -36,10 +43,13 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, input_size: int, description: str, **kwargs) -> None:
+def register(name: str, *, input_size: int, description: str, module: type[nn.Module] = ResNet,
+             **kwargs) -> None:
+  """Add `name`: `module(**kwargs)` (every network has `se`, `num_classes`, `dtype`, `param_dtype`,
+  `axis_name` and `drop_rate` fields, a flax classifier named `fc`, and `__call__(x, train)`)."""
   if name in _REGISTRY:
     raise ValueError(f'model {name!r} is already registered')
-  _REGISTRY[name] = ModelSpec(name, dict(kwargs), input_size, description, facts(name))
+  _REGISTRY[name] = ModelSpec(name, dict(kwargs), module, input_size, description, facts(name))
 
 
 def names(pattern: str | None = None) -> list[str]:
@@ -83,7 +93,7 @@ def _resolve_se(base: SEConfig | None, se: Any) -> SEConfig | None:
 
 
 def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
-  """Build a registered model; `overrides` set any `ResNet` field, e.g. num_classes, dtype,
+  """Build a registered model; `overrides` set any field of its network (`ResNet`, ...), e.g. num_classes, dtype,
   axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline.
 
   The zoo builds modules only: weights come from `se_flax.create_model(name, pretrained=...)`,
@@ -97,13 +107,13 @@ def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
   se = kwargs.pop('se', None)
   if 'se' in overrides:
     se = _resolve_se(se, overrides.pop('se'))
-  fields = {f.name for f in dataclasses.fields(ResNet)} - {'parent', 'name'}
+  fields = {f.name for f in dataclasses.fields(model_spec.module)} - {'parent', 'name'}
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f'unknown model field(s) {", ".join(unknown)} for {name!r}; allowed: se, '
                      + ', '.join(sorted(fields - {"se"})))
   kwargs.update(overrides)
-  return ResNet(se=se, **kwargs)
+  return model_spec.module(se=se, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One generic ResNet for the whole SENet family: ResNet, SE-ResNet, SE-ResNeXt, SENet-154, CIFAR nets.
 
 SE is injected, not a separate network family (as in timm): blocks receive an `attn` factory
-(an `SEBlock` partial, or None) and an `SEConfig.placement`. The network builds the `conv`,
+(`attention.build(se)`, an SEBlock or another kind of the slot, or None) and an `SEConfig.placement`. The network builds the `conv`,
 `norm` and `attn` partials once, with `train` resolved, and hands them to the blocks, so blocks
 never see `train` and BatchNorm statistics can be synchronised through `axis_name`.
 
@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from se_flax.models import layers
-from se_flax.models.se import SEBlock, SEConfig
+from se_flax.models import attention
+from se_flax.models.se import SEConfig
 
 ModuleFactory = Callable[..., nn.Module]
 
@@ -265,7 +266,7 @@ class ResNet(nn.Module):
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.widths)):
       attn = None
       if self.se is not None and self.se.in_stage(stage):
-        attn = functools.partial(SEBlock, config=self.se, dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype)
       for i in range(num_blocks):
         strides = 2 if stage > 0 and i == 0 else 1
         out_channels = filters * block_cls.expansion

@@ -58,6 +58,7 @@ class SEConfig:
     placement: where the unit sits in a residual block, 'standard' | 'pre' | 'post' |
       'identity' | 'after_3x3' (Tables 14-15).
     stages: per-stage on/off mask, e.g. (False, False, True, False) (Table 13); None = all on.
+    kind: which module fills the slot ('se' here; `se_flax.models.attention` lists the others).
   """
 
   reduction: int = 16
@@ -67,6 +68,7 @@ class SEConfig:
   use_bias: bool = True
   placement: str = 'standard'
   stages: tuple[bool, ...] | None = None
+  kind: str = 'se'
 
   def __post_init__(self):
     if not isinstance(self.reduction, int) or isinstance(self.reduction, bool) or self.reduction <= 0:

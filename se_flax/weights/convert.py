@@ -60,20 +60,56 @@ def _check_name(timm_name: str) -> None:
     raise ValueError(f'timm model {timm_name!r} has no se_flax converter; supported: {", ".join(TIMM_NAMES)}')
 
 
-def _module_names(timm_name: str, module: nn.Module) -> dict[str, str]:
-  """se_flax module name -> timm module name for stems, head and block children (others keep their name)."""
+class Layout(NamedTuple):
+  """How one torch family names its modules: the rest of the mapping is generic.
+
+  rename: flax module path (without the leaf) -> torch module path.
+  head: torch key of the classifier weight (its first dimension gives num_classes).
+  dense_is_conv: whether the Dense at this flax module path is a 1x1 convolution in torch
+    (timm's SE fcs), whose (out, in, 1, 1) weight becomes a Dense (in, out) kernel.
+  """
+
+  rename: Callable[[tuple[str, ...]], list[str]]
+  head: str
+  dense_is_conv: Callable[[tuple[str, ...]], bool] = lambda modules: 'se' in modules
+
+
+def _resnet_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's resnet.py and senet.py (`legacy_*`) names for se_flax's ResNet."""
   if timm_name.startswith('legacy_'):
     names = {f'stem_{kind}{i}': f'layer0.{kind}{i}' for kind in ('conv', 'bn') for i in (1, 2, 3)}
-    return {**names, 'se': 'se_module', 'downsample_conv': 'downsample.0',
-            'downsample_bn': 'downsample.1', 'fc': 'last_linear'}
-  if module.stem == 'deep':  # nn.Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1
-    names = {'stem_conv1': 'conv1.0', 'stem_bn1': 'conv1.1', 'stem_conv2': 'conv1.3',
-             'stem_bn2': 'conv1.4', 'stem_conv3': 'conv1.6', 'stem_bn3': 'bn1'}
+    names = {**names, 'se': 'se_module', 'downsample_conv': 'downsample.0',
+             'downsample_bn': 'downsample.1', 'fc': 'last_linear'}
+    head = 'last_linear.weight'
   else:
-    names = {'stem_conv1': 'conv1', 'stem_bn1': 'bn1'}
-  down = 1 if module.downsample == 'avg' else 0  # avg-down: index 0 is the pool (or nn.Identity)
-  return {**names, 'se': 'se', 'downsample_conv': f'downsample.{down}',
-          'downsample_bn': f'downsample.{down + 1}', 'fc': 'fc'}
+    if module.stem == 'deep':  # nn.Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1
+      names = {'stem_conv1': 'conv1.0', 'stem_bn1': 'conv1.1', 'stem_conv2': 'conv1.3',
+               'stem_bn2': 'conv1.4', 'stem_conv3': 'conv1.6', 'stem_bn3': 'bn1'}
+    else:
+      names = {'stem_conv1': 'conv1', 'stem_bn1': 'bn1'}
+    down = 1 if module.downsample == 'avg' else 0  # avg-down: index 0 is the pool (or nn.Identity)
+    names = {**names, 'se': 'se', 'downsample_conv': f'downsample.{down}',
+             'downsample_bn': f'downsample.{down + 1}', 'fc': 'fc'}
+    head = 'fc.weight'
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    return [names.get(m, re.sub(r'^layer(\d+)_(\d+)$', r'layer\1.\2', m)) for m in modules]
+
+  return Layout(rename, head)
+
+
+# timm name -> Layout builder (timm_name, module) -> Layout. Every name in TIMM_NAMES has one.
+LAYOUTS: dict[str, Callable[[str, nn.Module], Layout]] = {
+    name: _resnet_layout for name in TIMM_NAMES
+}
+
+
+def layout(timm_name: str, module: nn.Module | None = None) -> Layout:
+  """The torch naming of `timm_name` (module: the se_flax module built for it)."""
+  _check_name(timm_name)
+  if module is None:
+    module = models.create(timm_name)
+  return LAYOUTS[timm_name](timm_name, module)
 
 
 def _kernel_transform(shape: tuple[int, ...], in_se: bool) -> tuple[tuple[int, ...], Callable]:
@@ -90,18 +126,17 @@ def timm_key_map(timm_name: str, module: nn.Module, variables: Mapping[str, Any]
 
   Keys come out in flax tree order; `num_batches_tracked` buffers are not listed.
   """
-  _check_name(timm_name)
-  renames = _module_names(timm_name, module)
+  torch_names = layout(timm_name, module)
   key_map = {}
   for (collection, *modules, leaf), value in traverse_util.flatten_dict(dict(variables)).items():
     if (collection, leaf) not in _LEAVES:
       raise ValueError(f'no timm equivalent for {collection}/{"/".join(modules)}/{leaf}; '
                        f'known leaves: {", ".join(f"{c}/{n}" for c, n in _LEAVES)}')
-    timm_modules = [renames.get(m, re.sub(r'^layer(\d+)_(\d+)$', r'layer\1.\2', m)) for m in modules]
+    timm_modules = torch_names.rename(tuple(modules))
     shape = tuple(value.shape)
     timm_shape, to_flax = shape, np.asarray
     if leaf == 'kernel':
-      timm_shape, to_flax = _kernel_transform(shape, in_se='se' in modules)
+      timm_shape, to_flax = _kernel_transform(shape, in_se=torch_names.dense_is_conv(tuple(modules)))
     key = '.'.join([*timm_modules, _LEAVES[collection, leaf]])
     key_map[key] = Target(collection, (*modules, leaf), timm_shape, to_flax)
   return key_map
@@ -143,7 +178,7 @@ def from_timm(timm_name: str, state_dict: Mapping[str, Any], **overrides) -> tup
   """
   _check_name(timm_name)
   arrays = {k: np.asarray(v) for k, v in state_dict.items()}
-  head = 'last_linear.weight' if timm_name.startswith('legacy_') else 'fc.weight'
+  head = layout(timm_name).head
   if head in arrays and 'num_classes' not in overrides:
     overrides['num_classes'] = int(arrays[head].shape[0])
   module = models.create(timm_name, **overrides)
@@ -161,7 +196,7 @@ def timm_shapes(timm_name: str, shapes: Mapping[str, Any]) -> dict[str, jax.Shap
   """Flat flax shapes ('params/fc/kernel') that `from_timm` gives for a state dict with these
   `shapes` (anything with `.shape`, e.g. a safetensors header), fit-checked as there; no arrays."""
   _check_name(timm_name)
-  head = 'last_linear.weight' if timm_name.startswith('legacy_') else 'fc.weight'
+  head = layout(timm_name).head
   overrides = {'num_classes': int(shapes[head].shape[0])} if head in shapes else {}
   module = models.create(timm_name, **overrides)
   init = functools.partial(module.init, train=False)

@@ -1,0 +1,31 @@
+"""The attention slot: the module that sits where SE sits, in every network of the zoo.
+
+Networks never name a module class: they call `build(config, dtype=..., param_dtype=...)` with
+the slot's `SEConfig` (whose `kind` picks the module) and get a factory to call as
+`attn(name='se')(x)` on an NHWC map, returning the same shape. One entry point means a new kind
+of channel attention reaches every network and every placement at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from se_flax.models.se import SEBlock, SEConfig
+
+ModuleFactory = Callable[..., nn.Module]
+
+# kind -> module class taking (config, dtype, param_dtype).
+MODULES: dict[str, type[nn.Module]] = {
+    'se': SEBlock,
+}
+
+
+def build(config: SEConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> ModuleFactory:
+  """Factory for the slot's module: `build(cfg)(name='se')(x)` has x's shape."""
+  if config.kind not in MODULES:
+    raise ValueError(f'attention kind={config.kind!r} is not one of {", ".join(MODULES)}')
+  return functools.partial(MODULES[config.kind], config=config, dtype=dtype, param_dtype=param_dtype)
