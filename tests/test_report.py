@@ -119,6 +119,21 @@ def test_categorical_sweep_gives_a_bar_chart(tmp_path):
   assert 'paper' not in (tmp_path / 'out' / 'report.md').read_text().split('\n\n')[3]  # no paper column
 
 
+def test_kinds_that_add_parameters_plot_accuracy_against_added_parameters(tmp_path):
+  fake = {'kind=se': ({'model.attn.kind': 'se'}, [0.95, 0.97], 300),
+          'kind=eca': ({'model.attn.kind': 'eca'}, [0.93, 0.95], 103),
+          'kind=gc': ({'model.attn.kind': 'gc'}, [0.94, 0.94], 420),
+          'enabled=False': ({'model.se.enabled': False}, [0.91, 0.92], 100)}
+  fake_sweep(tmp_path, fake, varying=('model.attn.kind', 'model.se.enabled', 'seed'), paper=False)
+  rows = report.write_report(str(tmp_path), str(tmp_path / 'out'), title='kinds')
+  points = {s: (added, round(mean, 6), round(std, 6)) for s, added, mean, std in report.added_params_points(rows)}
+  assert points == {'kind=se': (200, 96.0, round(2 ** 0.5, 6)), 'kind=eca': (3, 94.0, round(2 ** 0.5, 6)),
+                    'kind=gc': (320, 94.0, 0.0), 'enabled=False': (0, 91.5, round(0.5 ** 0.5, 6))}
+  assert_png(tmp_path / 'out' / 'report.png')
+  gates = [{**r, 'params': 300} for r in rows]  # equal counts (gates, squeezes): the bar chart instead
+  assert report.added_params_points(gates) == []
+
+
 def test_cli_writes_report_and_rejects_a_non_sweep_dir(tmp_path):
   fake_sweep(tmp_path)
   run = lambda *a: subprocess.run([sys.executable, '-m', 'se_flax.tools.report', *a], cwd=REPO,

@@ -223,8 +223,19 @@ def numeric_axis(manifest: dict, rows: list[dict]) -> str | None:
   return None
 
 
+def added_params_points(rows: list[dict]) -> list[tuple[str, int, float, float]]:
+  """(setting, parameters added to the baseline, top-1 mean, std) per finished row, when a categorical
+  sweep's settings differ in parameter count (e.g. attention kinds); [] otherwise."""
+  base = next((r for r in rows if r['baseline'] and r['n'] and r['params']), None)
+  pts = [r for r in rows if r['n'] and r['params']]
+  if base is None or len(pts) != len([r for r in rows if r['n']]) or len({r['params'] for r in pts}) <= 2:
+    return []
+  return [(r['setting'], r['params'] - base['params'], r['top1_mean'], r['top1_std']) for r in pts]
+
+
 def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
-  """Accuracy vs the swept number (error bars, parameters on a second axis), or a bar chart."""
+  """Accuracy vs the swept number (error bars, parameters on a second axis); for categorical
+  settings, accuracy vs added parameters where those differ (attention kinds), else a bar chart."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -265,6 +276,15 @@ def plot(rows: list[dict], manifest: dict, path: str, title: str) -> None:
       ax.legend(handles, [h.get_label() for h in handles], loc='lower left', fontsize=8)
     else:
       ax.legend(loc='lower left', fontsize=8)
+  elif added_params_points(rows):
+    for setting, added, mean, std in added_params_points(rows):
+      ax.errorbar([added], [mean], yerr=[std], fmt='o', capsize=4, color='0.4' if added == 0 else 'C0')
+      ax.annotate(setting.rsplit('=', 1)[-1], (added, mean), textcoords='offset points', xytext=(5, 4),
+                  fontsize=8)
+    ax.set_xscale('symlog', linthresh=100)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter('{x:,.0f}'))
+    ax.set_xlabel('parameters added to the baseline (symlog scale)')
+    ax.set_ylabel('test top-1 accuracy (%): mean ± std over seeds')
   else:
     x = range(len(rows))
     colors = ['0.6' if r['baseline'] else 'C0' for r in rows]
