@@ -61,6 +61,7 @@ TIMM_NAMES = (
     'legacy_seresnet152', 'resnext50_32x4d', 'resnext101_32x4d', 'resnet26d', 'seresnext26d_32x4d',
     'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnext26_32x4d', 'legacy_seresnext50_32x4d',
     'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
+    'seresnext26t_32x4d', 'skresnet18', 'skresnet34', 'skresnext50_32x4d',
 )
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for those names

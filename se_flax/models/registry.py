@@ -15,6 +15,7 @@ import flax.linen as nn
 from se_flax.models.facts import ModelFacts, facts
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import SEConfig
+from se_flax.models.selective_kernel import SKConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +201,30 @@ def _register_cifar() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# timm's channel-attention ResNets with pretrained weights (timm 1.0.31 resnet.py and sknet.py;
+# docs/reference.md, section 6). 't': the tiered deep stem (24-32-64 channels), 'd': the deep stem
+# (32-32-64); both with the avg-pool shortcut. SK nets: a selective-kernel convolution in place of
+# the 3x3 (basic blocks: the first), every BatchNorm scale starting at 1 (timm zero_init_last=False).
+
+_SK_RESNET = SKConfig(reduction=8, divisor=16, split_input=True)  # timm skresnet18/34
+_SK_RESNEXT = SKConfig(reduction=16, divisor=32, split_input=False)  # timm skresnext50_32x4d (SKNet-50)
+
+
+def _register_attention_nets() -> None:
+  resnext = dict(block='bottleneck', cardinality=32, base_width=4)
+  tiered = dict(stem='tiered', stem_width=32, stem_channels=64, downsample='avg')
+  register('seresnext26t_32x4d', input_size=224, description='SE-ResNeXt-26-T 32x4d (tiered deep stem)',
+           stage_sizes=(2, 2, 2, 2), se=_TIMM_SE, **resnext, **tiered)
+  for depth in (18, 34):
+    register(f'skresnet{depth}', input_size=224,
+             description=f'SK-ResNet-{depth}: selective-kernel first 3x3, input split across branches',
+             block='basic', stage_sizes=_DEPTHS[depth][1], selective_kernel=_SK_RESNET,
+             zero_init_last_bn=False)
+  register('skresnext50_32x4d', input_size=224, description='SK-ResNeXt-50 32x4d (SKNet-50)',
+           stage_sizes=_DEPTHS[50][1], selective_kernel=_SK_RESNEXT, zero_init_last_bn=False, **resnext)
+
+
+# ----------------------------------------------------------------------------------------------
 # Tiny variants, for tests and smoke runs.
 
 def _register_tiny() -> None:
@@ -209,8 +234,12 @@ def _register_tiny() -> None:
   register('seresnet_tiny_cifar', input_size=32, description='tiny CIFAR SE-ResNet for tests',
            block='basic', stage_sizes=(1, 1, 1), stem='cifar', stem_channels=8, widths=(8, 16, 32),
            se=SEConfig(reduction=4), num_classes=10)
+  register('skresnet_tiny_cifar', input_size=32, description='tiny CIFAR SK-ResNet for tests',
+           block='basic', stage_sizes=(1, 1, 1), stem='cifar', stem_channels=8, widths=(8, 16, 32),
+           selective_kernel=SKConfig(reduction=2, divisor=4), zero_init_last_bn=False, num_classes=10)
 
 
 _register_imagenet()
 _register_cifar()
+_register_attention_nets()
 _register_tiny()
