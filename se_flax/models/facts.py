@@ -151,6 +151,10 @@ _ROWS = (
     ('legacy_seresnext101_32x4d.in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.23),
     ('senet154.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 81.226),
     ('legacy_senet154.in1k', 224, 0.875, 224, 0.875, 'bilinear', 81.308),
+    ('seresnext26t_32x4d.bt_in1k', 224, 0.875, 288, 0.95, 'bicubic', 78.744),
+    ('skresnet18.ra_in1k', 224, 0.875, 224, 0.875, 'bicubic', 73.038),
+    ('skresnet34.ra_in1k', 224, 0.875, 224, 0.875, 'bicubic', 76.91),
+    ('skresnext50_32x4d.ra_in1k', 224, 0.875, 224, 0.875, 'bicubic', 80.162),
 )
 _MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
@@ -185,6 +189,8 @@ DEFAULT_TAGS = {
     'legacy_seresnext50_32x4d': 'legacy_seresnext50_32x4d.in1k',
     'legacy_seresnext101_32x4d': 'legacy_seresnext101_32x4d.in1k', 'senet154': 'senet154.gluon_in1k',
     'legacy_senet154': 'legacy_senet154.in1k',
+    'seresnext26t_32x4d': 'seresnext26t_32x4d.bt_in1k', 'skresnet18': 'skresnet18.ra_in1k',
+    'skresnet34': 'skresnet34.ra_in1k', 'skresnext50_32x4d': 'skresnext50_32x4d.ra_in1k',
 }
 
 # The tags the model table quotes (torchvision's where timm has them, as the paper compares with
@@ -195,6 +201,7 @@ _QUOTED = {
     'resnet152': ('tv',), 'seresnet50': ('ra2',), 'resnext50_32x4d': ('tv',), 'seresnext26d_32x4d': ('bt',),
     'seresnext50_32x4d': ('racm',), 'seresnext101_32x4d': ('gluon',), 'senet154': ('gluon',),
     **{name: ('',) for name in TIMM_NAMES if name.startswith('legacy_')},
+    'seresnext26t_32x4d': ('bt',), 'skresnet18': ('ra',), 'skresnet34': ('ra',), 'skresnext50_32x4d': ('ra',),
 }
 _PAPER = {
     'resnet50': 'paper baseline 75.20', 'seresnet50': 'paper 76.71', 'legacy_seresnet50': 'paper 76.71',
@@ -205,6 +212,8 @@ _PAPER = {
     'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
     'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
     'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
+    # SKNet-50 of Li et al. (arXiv 1903.06586, Table 2: 20.79 top-1 error at 224 px), docs/reference.md s.6.
+    'skresnext50_32x4d': 'SKNet paper 79.21',
 }
 
 
