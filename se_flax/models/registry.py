@@ -14,7 +14,7 @@ import flax.linen as nn
 
 from se_flax.models.facts import ModelFacts, facts
 from se_flax.models.resnet import ResNet
-from se_flax.models.se import SEConfig
+from se_flax.models.se import KINDS, SEConfig
 from se_flax.models.selective_kernel import SKConfig
 
 
@@ -93,9 +93,25 @@ def _resolve_se(base: SEConfig | None, se: Any) -> SEConfig | None:
   raise ValueError(f'se={se!r} must be None, an SEConfig or a mapping of SE fields')
 
 
+def _resolve_attn(base: SEConfig | None, attn: Any) -> SEConfig | None:
+  """`attn` override: None/False = slot off; a kind name = that kind at its defaults
+  (`se.KIND_DEFAULTS`), keeping the registered placement and stages (the same kind: kept as is)."""
+  if attn is None or attn is False:
+    return None
+  if not isinstance(attn, str):
+    raise ValueError(f'attn={attn!r} must be None or an attention kind: {", ".join(KINDS)}')
+  if attn not in KINDS:
+    raise ValueError(f'attention kind={attn!r} is not one of {", ".join(KINDS)}')
+  return (base or SEConfig(kind=attn)).replace(kind=attn)
+
+
 def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
   """Build a registered model; `overrides` set any field of its network (`ResNet`, ...), e.g. num_classes, dtype,
   axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline.
+
+  `attn=KIND` fills the attention slot with another kind ('se', 'eca', ...; `se.KINDS`) at its
+  defaults, wherever the network puts SE (the registered placement and stages are kept);
+  `attn=None` turns the slot off. `se=dict(...)` then changes settings of that kind.
 
   The zoo builds modules only: weights come from `se_flax.create_model(name, pretrained=...)`,
   which composes this with `se_flax.weights` (imported by nothing here, so no import cycle).
@@ -106,12 +122,17 @@ def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
   model_spec = spec(name)
   kwargs = dict(model_spec.kwargs)
   se = kwargs.pop('se', None)
+  if 'attn' in overrides:
+    attn = overrides.pop('attn')
+    se = _resolve_attn(se, attn)
+    if se is None and overrides.get('se') not in (None, False):
+      raise ValueError(f'attn={attn!r} turns the attention slot off; se={overrides["se"]!r} has nothing to set')
   if 'se' in overrides:
     se = _resolve_se(se, overrides.pop('se'))
   fields = {f.name for f in dataclasses.fields(model_spec.module)} - {'parent', 'name'}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise ValueError(f'unknown model field(s) {", ".join(unknown)} for {name!r}; allowed: se, '
+    raise ValueError(f'unknown model field(s) {", ".join(unknown)} for {name!r}; allowed: attn, se, '
                      + ', '.join(sorted(fields - {"se"})))
   kwargs.update(overrides)
   return model_spec.module(se=se, **kwargs)

@@ -15,7 +15,8 @@ timm key and nothing is silently left at its initial value. Two timm layouts:
     layer1.0.conv1.bn.*) and the selective-kernel conv holds layer1.0.conv2.paths.{i}.{conv,bn}.* and
     layer1.0.conv2.attn.{fc_reduce,bn,fc_select}.* (basic blocks: conv1).
 
-Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)); Linear (out, in)
+Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)), 1D conv OIW -> WIO
+(ECA); Linear (out, in)
 -> Dense (in, out); SE fc 1x1 conv (out, in, 1, 1) -> Dense (in, out). BatchNorm weight -> scale,
 running_mean/var -> batch_stats mean/var; `num_batches_tracked` is accepted and ignored.
 """
@@ -133,6 +134,8 @@ def _kernel_transform(shape: tuple[int, ...], in_se: bool) -> tuple[tuple[int, .
   """timm shape and timm -> flax function for a flax kernel of `shape`."""
   if len(shape) == 4:  # conv: torch (O, I/g, H, W), flax (H, W, I/g, O)
     return (shape[3], shape[2], shape[0], shape[1]), lambda w: w.transpose(2, 3, 1, 0)
+  if len(shape) == 3:  # 1D conv (ECA): torch (O, I/g, W), flax (W, I/g, O)
+    return (shape[2], shape[1], shape[0]), lambda w: w.transpose(2, 1, 0)
   if in_se:  # timm's SE fcs are 1x1 convs (out, in, 1, 1); se_flax's are Dense (in, out)
     return (shape[1], shape[0], 1, 1), lambda w: w.reshape(w.shape[:2]).T
   return (shape[1], shape[0]), lambda w: w.T  # Linear (out, in)
