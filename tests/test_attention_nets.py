@@ -32,6 +32,11 @@ _KEY = jax.random.key(0)
 
 # name -> (parameters, multiply-adds at 224 px), timm 1.0.31, 1000 classes.
 TIMM_FIGURES = {
+    'ecaresnet26t': (16_011_916, 2_550_332_928),
+    'ecaresnet50d': (25_576_350, 4_328_912_640),
+    'ecaresnet50t': (25_573_814, 4_297_301_760),
+    'ecaresnet101d': (44_568_563, 8_041_220_864),
+    'ecaresnetlight': (30_162_046, 4_089_287_424),
     'seresnext26t_32x4d': (16_806_976, 2_680_129_536),
     'skresnet18': (11_958_056, 1_814_337_536),
     'skresnet34': (22_282_376, 3_664_237_568),

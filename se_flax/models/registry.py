@@ -227,6 +227,7 @@ def _register_cifar() -> None:
 # (32-32-64); both with the avg-pool shortcut. SK nets: a selective-kernel convolution in place of
 # the 3x3 (basic blocks: the first), every BatchNorm scale starting at 1 (timm zero_init_last=False).
 
+_ECA = SEConfig(kind='eca')  # timm attn_layer='eca': kernel size from the channels, gamma 2, beta 1
 _SK_RESNET = SKConfig(reduction=8, divisor=16, split_input=True)  # timm skresnet18/34
 _SK_RESNEXT = SKConfig(reduction=16, divisor=32, split_input=False)  # timm skresnext50_32x4d (SKNet-50)
 
@@ -234,6 +235,18 @@ _SK_RESNEXT = SKConfig(reduction=16, divisor=32, split_input=False)  # timm skre
 def _register_attention_nets() -> None:
   resnext = dict(block='bottleneck', cardinality=32, base_width=4)
   tiered = dict(stem='tiered', stem_width=32, stem_channels=64, downsample='avg')
+  deep = dict(stem='deep', stem_width=32, stem_channels=64, downsample='avg')
+  eca = dict(block='bottleneck', se=_ECA)
+  register('ecaresnet26t', input_size=224, description='ECA-ResNet-26-T (tiered deep stem; timm trains at 256 px)',
+           stage_sizes=(2, 2, 2, 2), **eca, **tiered)
+  register('ecaresnet50d', input_size=224, description='ECA-ResNet-50-D', stage_sizes=_DEPTHS[50][1], **eca, **deep)
+  register('ecaresnet50t', input_size=224, description='ECA-ResNet-50-T (tiered deep stem)',
+           stage_sizes=_DEPTHS[50][1], **eca, **tiered)
+  register('ecaresnet101d', input_size=224, description='ECA-ResNet-101-D', stage_sizes=_DEPTHS[101][1],
+           **eca, **deep)
+  register('ecaresnetlight', input_size=224,
+           description='ECA-ResNet-light: 1-1-11-3 bottlenecks, 7x7 stem, avg-pool shortcut',
+           stage_sizes=(1, 1, 11, 3), downsample='avg', **eca)
   register('seresnext26t_32x4d', input_size=224, description='SE-ResNeXt-26-T 32x4d (tiered deep stem)',
            stage_sizes=(2, 2, 2, 2), se=_TIMM_SE, **resnext, **tiered)
   for depth in (18, 34):

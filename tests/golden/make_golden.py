@@ -33,9 +33,14 @@ REFERENCE_PARAMS = {
     'skresnet18': 11_958_056,
     'skresnext50_32x4d': 27_479_784,
     'skresnet34': 22_282_376,
+    'ecaresnet50d': 25_576_350,
+    'ecaresnet26t': 16_011_916,
+    'ecaresnet50t': 25_573_814,
+    'ecaresnet101d': 44_568_563,
+    'ecaresnetlight': 30_162_046,
 }
 # Names whose converter is checked by key-list fit and parameter count only (no logits stored).
-KEYS_ONLY = ('skresnet34',)
+KEYS_ONLY = ('skresnet34', 'ecaresnet26t', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight')
 
 
 def write_keys(name: str, state_dict: dict[str, torch.Tensor]) -> list[tuple[str, list[int]]]:

@@ -35,6 +35,7 @@ GOLDEN_SIZES = {
     'seresnext26t_32x4d': 204,
     'skresnet18': 204,
     'skresnext50_32x4d': 204,
+    'ecaresnet50d': 204,
 }
 
 # Conv weights ~ N(0, gain / fan_in). He's gain 2 keeps the logits O(1..10) and 75-90% of their norm
@@ -55,9 +56,9 @@ def _draw(rng: np.random.Generator, key: str, shape: tuple[int, ...]) -> np.ndar
     return rng.normal(0.0, 0.1, shape).astype(np.float32)
   if leaf == 'weight' and len(shape) == 1:  # BatchNorm scale
     return rng.uniform(0.5, 1.0, shape).astype(np.float32)
-  if leaf == 'weight' and len(shape) in (2, 4):  # Linear (out, in) or Conv2d (out, in/groups, kh, kw)
+  if leaf == 'weight' and len(shape) in (2, 3, 4):  # Linear (out, in), Conv1d (ECA) or Conv2d (out, in/g, kh, kw)
     fan_in = int(np.prod(shape[1:]))
-    gain = CONV_GAIN if len(shape) == 4 else 1.0
+    gain = CONV_GAIN if len(shape) > 2 else 1.0
     return rng.normal(0.0, np.sqrt(gain / fan_in), shape).astype(np.float32)
   raise ValueError(f'no synthetic value for {key!r} with shape {shape}; known leaves: weight, bias, '
                    'running_mean, running_var, num_batches_tracked')
