@@ -2,9 +2,10 @@
 multiply-add counts equal timm's, the converter fits timm's key lists, the selective-kernel convolution
 equals its formula, the tiered stem, and a short training run of a tiny SK net through train.py.
 
-Figures: docs/reference.md, section 6 (timm 1.0.31; multiply-adds as torch's FlopCounterMode / 2 counts
-timm's convolutions and linear layers at 224 px, batch 1). Logit parity with timm for seresnext26t_32x4d,
-skresnet18 and skresnext50_32x4d is tests/test_convert.py's (tests/golden).
+Figures: docs/reference.md, 'Channel-attention ResNets' (timm 1.0.31; multiply-adds as torch's
+FlopCounterMode / 2 counts timm's convolutions and linear layers at 224 px, batch 1). Logit parity with
+timm for ecaresnet50d, seresnext26t_32x4d, skresnet18 and skresnext50_32x4d is tests/test_convert.py's
+(tests/golden).
 """
 
 from __future__ import annotations

@@ -226,7 +226,8 @@ _PAPER = {
     'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
     'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
     'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
-    # SKNet-50 of Li et al. (arXiv 1903.06586, Table 2: 20.79 top-1 error at 224 px), docs/reference.md s.6.
+    # SKNet-50 of Li et al. (arXiv 1903.06586, Table 2: 20.79% top-1 error at 224 px), the network
+    # timm's skresnext50_32x4d reproduces (docs/reference.md, 'Channel-attention ResNets').
     'skresnext50_32x4d': 'SKNet paper 79.21',
 }
 

@@ -223,9 +223,10 @@ def _register_cifar() -> None:
 
 # ----------------------------------------------------------------------------------------------
 # timm's channel-attention ResNets with pretrained weights (timm 1.0.31 resnet.py and sknet.py;
-# docs/reference.md, section 6). 't': the tiered deep stem (24-32-64 channels), 'd': the deep stem
-# (32-32-64); both with the avg-pool shortcut. SK nets: a selective-kernel convolution in place of
-# the 3x3 (basic blocks: the first), every BatchNorm scale starting at 1 (timm zero_init_last=False).
+# docs/reference.md, 'Channel-attention ResNets'). 't': the tiered deep stem (24-32-64 channels),
+# 'd': the deep stem (32-32-64); both with the avg-pool shortcut. SK nets: a selective-kernel
+# convolution in place of the 3x3 (basic blocks: the first), every BatchNorm scale starting at 1
+# (timm zero_init_last=False).
 
 _ECA = SEConfig(kind='eca')  # timm attn_layer='eca': kernel size from the channels, gamma 2, beta 1
 _SK_RESNET = SKConfig(reduction=8, divisor=16, split_input=True)  # timm skresnet18/34

@@ -56,7 +56,7 @@ def _draw(rng: np.random.Generator, key: str, shape: tuple[int, ...]) -> np.ndar
     return rng.normal(0.0, 0.1, shape).astype(np.float32)
   if leaf == 'weight' and len(shape) == 1:  # BatchNorm scale
     return rng.uniform(0.5, 1.0, shape).astype(np.float32)
-  if leaf == 'weight' and len(shape) in (2, 3, 4):  # Linear (out, in), Conv1d (ECA) or Conv2d (out, in/g, kh, kw)
+  if leaf == 'weight' and len(shape) in (2, 3, 4):  # Linear (out, in), Conv1d (out, in/groups, k), Conv2d
     fan_in = int(np.prod(shape[1:]))
     gain = CONV_GAIN if len(shape) > 2 else 1.0
     return rng.normal(0.0, np.sqrt(gain / fan_in), shape).astype(np.float32)
