@@ -4,7 +4,7 @@
     logits = module.apply(variables, images_nhwc, train=False)  # == timm's eval-mode model(x_nchw)
 
 The mapping is generated from the flax variable tree, so every se_flax variable has exactly one
-timm key and nothing is silently left at its initial value. Two timm layouts:
+timm key and nothing is silently left at its initial value. Three timm layouts:
 
   timm (`resnet.py`): conv1.* / bn1.* (deep stem: conv1.{0,1,3,4,6}.*, bn1.*),
     layer1.0.{conv,bn}{1,2,3}.*, layer1.0.se.fc{1,2}.*, layer1.0.downsample.{0,1}.* (ResNet-D
