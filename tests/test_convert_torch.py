@@ -39,6 +39,9 @@ def _logits(module, variables, images):
     ('senet154', 68),  # timm layout, 3x3 strided projection, cardinality 64
     ('legacy_seresnet50', 64),  # stride on the first 1x1
     ('legacy_seresnext26_32x4d', 64),
+    ('ecaresnetlight', 68),  # 7x7 stem with the avg-down shortcut, ECA with 5 and 7 taps
+    ('ecaresnet26t', 68),  # tiered stem, ECA
+    ('skresnet34', 68),  # selective kernel with the input split, 3-4-6-3 basic blocks
 ])
 def test_matches_live_timm(name, size):
   model = timm.create_model(name, pretrained=False).eval()

@@ -14,14 +14,17 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from se_flax.models.se import SEBlock, SEConfig
+from se_flax.models.attention_kinds import ECA
+from se_flax.models.se import KINDS, SEBlock, SEConfig
 
 ModuleFactory = Callable[..., nn.Module]
 
 # kind -> module class taking (config, dtype, param_dtype).
 MODULES: dict[str, type[nn.Module]] = {
     'se': SEBlock,
+    'eca': ECA,
 }
+assert tuple(MODULES) == KINDS, 'every kind of se.KIND_DEFAULTS has a module here, in the same order'
 
 
 def build(config: SEConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> ModuleFactory:

@@ -61,6 +61,8 @@ TIMM_NAMES = (
     'legacy_seresnet152', 'resnext50_32x4d', 'resnext101_32x4d', 'resnet26d', 'seresnext26d_32x4d',
     'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnext26_32x4d', 'legacy_seresnext50_32x4d',
     'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
+    'seresnext26t_32x4d', 'skresnet18', 'skresnet34', 'skresnext50_32x4d',
+    'ecaresnet26t', 'ecaresnet50d', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight',
 )
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for those names
@@ -150,6 +152,18 @@ _ROWS = (
     ('legacy_seresnext101_32x4d.in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.23),
     ('senet154.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 81.226),
     ('legacy_senet154.in1k', 224, 0.875, 224, 0.875, 'bilinear', 81.308),
+    ('seresnext26t_32x4d.bt_in1k', 224, 0.875, 288, 0.95, 'bicubic', 78.744),
+    ('skresnet18.ra_in1k', 224, 0.875, 224, 0.875, 'bicubic', 73.038),
+    ('skresnet34.ra_in1k', 224, 0.875, 224, 0.875, 'bicubic', 76.91),
+    ('skresnext50_32x4d.ra_in1k', 224, 0.875, 224, 0.875, 'bicubic', 80.162),
+    ('ecaresnet26t.ra2_in1k', 256, 0.875, 320, 0.95, 'bicubic', 79.85),
+    ('ecaresnet50d.miil_in1k', 224, 0.875, 288, 0.95, 'bicubic', 81.65),
+    ('ecaresnet50t.a1_in1k', 224, 0.95, 288, 1.0, 'bicubic', 82.128),
+    ('ecaresnet50t.a2_in1k', 224, 0.95, 288, 1.0, 'bicubic', 81.658),
+    ('ecaresnet50t.a3_in1k', 160, 0.95, 224, 0.95, 'bicubic', 79.552),
+    ('ecaresnet50t.ra2_in1k', 256, 0.875, 320, 0.95, 'bicubic', 82.352),
+    ('ecaresnet101d.miil_in1k', 224, 0.875, 288, 0.95, 'bicubic', 82.984),
+    ('ecaresnetlight.miil_in1k', 224, 0.875, 288, 0.95, 'bicubic', 81.408),
 )
 _MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
@@ -184,6 +198,11 @@ DEFAULT_TAGS = {
     'legacy_seresnext50_32x4d': 'legacy_seresnext50_32x4d.in1k',
     'legacy_seresnext101_32x4d': 'legacy_seresnext101_32x4d.in1k', 'senet154': 'senet154.gluon_in1k',
     'legacy_senet154': 'legacy_senet154.in1k',
+    'seresnext26t_32x4d': 'seresnext26t_32x4d.bt_in1k', 'skresnet18': 'skresnet18.ra_in1k',
+    'skresnet34': 'skresnet34.ra_in1k', 'skresnext50_32x4d': 'skresnext50_32x4d.ra_in1k',
+    'ecaresnet26t': 'ecaresnet26t.ra2_in1k', 'ecaresnet50d': 'ecaresnet50d.miil_in1k',
+    'ecaresnet50t': 'ecaresnet50t.ra2_in1k', 'ecaresnet101d': 'ecaresnet101d.miil_in1k',
+    'ecaresnetlight': 'ecaresnetlight.miil_in1k',
 }
 
 # The tags the model table quotes (torchvision's where timm has them, as the paper compares with
@@ -194,6 +213,9 @@ _QUOTED = {
     'resnet152': ('tv',), 'seresnet50': ('ra2',), 'resnext50_32x4d': ('tv',), 'seresnext26d_32x4d': ('bt',),
     'seresnext50_32x4d': ('racm',), 'seresnext101_32x4d': ('gluon',), 'senet154': ('gluon',),
     **{name: ('',) for name in TIMM_NAMES if name.startswith('legacy_')},
+    'seresnext26t_32x4d': ('bt',), 'skresnet18': ('ra',), 'skresnet34': ('ra',), 'skresnext50_32x4d': ('ra',),
+    'ecaresnet26t': ('ra2',), 'ecaresnet50d': ('miil',), 'ecaresnet50t': ('ra2',), 'ecaresnet101d': ('miil',),
+    'ecaresnetlight': ('miil',),
 }
 _PAPER = {
     'resnet50': 'paper baseline 75.20', 'seresnet50': 'paper 76.71', 'legacy_seresnet50': 'paper 76.71',
@@ -204,6 +226,9 @@ _PAPER = {
     'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
     'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
     'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
+    # SKNet-50 of Li et al. (arXiv 1903.06586, Table 2: 20.79% top-1 error at 224 px), the network
+    # timm's skresnext50_32x4d reproduces (docs/reference.md, 'Channel-attention ResNets').
+    'skresnext50_32x4d': 'SKNet paper 79.21',
 }
 
 

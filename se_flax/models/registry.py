@@ -14,7 +14,8 @@ import flax.linen as nn
 
 from se_flax.models.facts import ModelFacts, facts
 from se_flax.models.resnet import ResNet
-from se_flax.models.se import SEConfig
+from se_flax.models.se import KINDS, SEConfig
+from se_flax.models.selective_kernel import SKConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +93,25 @@ def _resolve_se(base: SEConfig | None, se: Any) -> SEConfig | None:
   raise ValueError(f'se={se!r} must be None, an SEConfig or a mapping of SE fields')
 
 
+def _resolve_attn(base: SEConfig | None, attn: Any) -> SEConfig | None:
+  """`attn` override: None/False = slot off; a kind name = that kind at its defaults
+  (`se.KIND_DEFAULTS`), keeping the registered placement and stages (the same kind: kept as is)."""
+  if attn is None or attn is False:
+    return None
+  if not isinstance(attn, str):
+    raise ValueError(f'attn={attn!r} must be None or an attention kind: {", ".join(KINDS)}')
+  if attn not in KINDS:
+    raise ValueError(f'attention kind={attn!r} is not one of {", ".join(KINDS)}')
+  return (base or SEConfig(kind=attn)).replace(kind=attn)
+
+
 def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
   """Build a registered model; `overrides` set any field of its network (`ResNet`, ...), e.g. num_classes, dtype,
   axis_name, or `se=dict(reduction=8, gate='tanh')` / `se=None` for the plain baseline.
+
+  `attn=KIND` fills the attention slot with another kind ('se', 'eca', ...; `se.KINDS`) at its
+  defaults, wherever the network puts SE (the registered placement and stages are kept);
+  `attn=None` turns the slot off. `se=dict(...)` then changes settings of that kind.
 
   The zoo builds modules only: weights come from `se_flax.create_model(name, pretrained=...)`,
   which composes this with `se_flax.weights` (imported by nothing here, so no import cycle).
@@ -105,12 +122,17 @@ def create(name: str, pretrained: Any = None, **overrides) -> nn.Module:
   model_spec = spec(name)
   kwargs = dict(model_spec.kwargs)
   se = kwargs.pop('se', None)
+  if 'attn' in overrides:
+    attn = overrides.pop('attn')
+    se = _resolve_attn(se, attn)
+    if se is None and overrides.get('se') not in (None, False):
+      raise ValueError(f'attn={attn!r} turns the attention slot off; se={overrides["se"]!r} has nothing to set')
   if 'se' in overrides:
     se = _resolve_se(se, overrides.pop('se'))
   fields = {f.name for f in dataclasses.fields(model_spec.module)} - {'parent', 'name'}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise ValueError(f'unknown model field(s) {", ".join(unknown)} for {name!r}; allowed: se, '
+    raise ValueError(f'unknown model field(s) {", ".join(unknown)} for {name!r}; allowed: attn, se, '
                      + ', '.join(sorted(fields - {"se"})))
   kwargs.update(overrides)
   return model_spec.module(se=se, **kwargs)
@@ -200,6 +222,44 @@ def _register_cifar() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# timm's channel-attention ResNets with pretrained weights (timm 1.0.31 resnet.py and sknet.py;
+# docs/reference.md, 'Channel-attention ResNets'). 't': the tiered deep stem (24-32-64 channels),
+# 'd': the deep stem (32-32-64); both with the avg-pool shortcut. SK nets: a selective-kernel
+# convolution in place of the 3x3 (basic blocks: the first), every BatchNorm scale starting at 1
+# (timm zero_init_last=False).
+
+_ECA = SEConfig(kind='eca')  # timm attn_layer='eca': kernel size from the channels, gamma 2, beta 1
+_SK_RESNET = SKConfig(reduction=8, divisor=16, split_input=True)  # timm skresnet18/34
+_SK_RESNEXT = SKConfig(reduction=16, divisor=32, split_input=False)  # timm skresnext50_32x4d (SKNet-50)
+
+
+def _register_attention_nets() -> None:
+  resnext = dict(block='bottleneck', cardinality=32, base_width=4)
+  tiered = dict(stem='tiered', stem_width=32, stem_channels=64, downsample='avg')
+  deep = dict(stem='deep', stem_width=32, stem_channels=64, downsample='avg')
+  eca = dict(block='bottleneck', se=_ECA)
+  register('ecaresnet26t', input_size=224, description='ECA-ResNet-26-T (tiered deep stem; timm trains at 256 px)',
+           stage_sizes=(2, 2, 2, 2), **eca, **tiered)
+  register('ecaresnet50d', input_size=224, description='ECA-ResNet-50-D', stage_sizes=_DEPTHS[50][1], **eca, **deep)
+  register('ecaresnet50t', input_size=224, description='ECA-ResNet-50-T (tiered deep stem)',
+           stage_sizes=_DEPTHS[50][1], **eca, **tiered)
+  register('ecaresnet101d', input_size=224, description='ECA-ResNet-101-D', stage_sizes=_DEPTHS[101][1],
+           **eca, **deep)
+  register('ecaresnetlight', input_size=224,
+           description='ECA-ResNet-light: 1-1-11-3 bottlenecks, 7x7 stem, avg-pool shortcut',
+           stage_sizes=(1, 1, 11, 3), downsample='avg', **eca)
+  register('seresnext26t_32x4d', input_size=224, description='SE-ResNeXt-26-T 32x4d (tiered deep stem)',
+           stage_sizes=(2, 2, 2, 2), se=_TIMM_SE, **resnext, **tiered)
+  for depth in (18, 34):
+    register(f'skresnet{depth}', input_size=224,
+             description=f'SK-ResNet-{depth}: selective-kernel first 3x3, input split across branches',
+             block='basic', stage_sizes=_DEPTHS[depth][1], selective_kernel=_SK_RESNET,
+             zero_init_last_bn=False)
+  register('skresnext50_32x4d', input_size=224, description='SK-ResNeXt-50 32x4d (SKNet-50)',
+           stage_sizes=_DEPTHS[50][1], selective_kernel=_SK_RESNEXT, zero_init_last_bn=False, **resnext)
+
+
+# ----------------------------------------------------------------------------------------------
 # Tiny variants, for tests and smoke runs.
 
 def _register_tiny() -> None:
@@ -209,8 +269,12 @@ def _register_tiny() -> None:
   register('seresnet_tiny_cifar', input_size=32, description='tiny CIFAR SE-ResNet for tests',
            block='basic', stage_sizes=(1, 1, 1), stem='cifar', stem_channels=8, widths=(8, 16, 32),
            se=SEConfig(reduction=4), num_classes=10)
+  register('skresnet_tiny_cifar', input_size=32, description='tiny CIFAR SK-ResNet for tests',
+           block='basic', stage_sizes=(1, 1, 1), stem='cifar', stem_channels=8, widths=(8, 16, 32),
+           selective_kernel=SKConfig(reduction=2, divisor=4), zero_init_last_bn=False, num_classes=10)
 
 
 _register_imagenet()
 _register_cifar()
+_register_attention_nets()
 _register_tiny()

@@ -1,4 +1,5 @@
-"""One generic ResNet for the whole SENet family: ResNet, SE-ResNet, SE-ResNeXt, SENet-154, CIFAR nets.
+"""One generic ResNet for the whole SENet family: ResNet, SE-ResNet, SE-ResNeXt, SENet-154, CIFAR nets,
+and timm's channel-attention ResNets (ECA-ResNet-D/-T, SK-ResNet/-ResNeXt).
 
 SE is injected, not a separate network family (as in timm): blocks receive an `attn` factory
 (`attention.build(se)`, an SEBlock or another kind of the slot, or None) and an `SEConfig.placement`. The network builds the `conv`,
@@ -7,7 +8,9 @@ never see `train` and BatchNorm statistics can be synchronised through `axis_nam
 
 Parameter names are an API (checkpoints and the timm converter rely on them):
   stem_conv{1,2,3} / stem_bn{1,2,3}, layer{S}_{B}/{conv,bn}{1,2,3}, layer{S}_{B}/se/fc{1,2},
-  layer{S}_{B}/downsample_{conv,bn}, head_bn (pre-activation nets), fc.
+  layer{S}_{B}/downsample_{conv,bn}, head_bn (pre-activation nets), fc. A selective-kernel
+  convolution (`se_flax.models.selective_kernel`) takes the 3x3's conv name (basic: conv1,
+  bottleneck: conv2) and holds that conv's BatchNorm.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import jax.numpy as jnp
 from se_flax.models import layers
 from se_flax.models import attention
 from se_flax.models.se import SEConfig
+from se_flax.models.selective_kernel import SelectiveKernel, SKConfig
 
 ModuleFactory = Callable[..., nn.Module]
 
 BLOCKS = ('basic', 'bottleneck', 'preact_basic', 'preact_bottleneck')
-STEMS = ('conv7', 'deep', 'cifar')
+STEMS = ('conv7', 'deep', 'tiered', 'cifar')
 STRIDE_ON = ('1x1', '3x3')
 DOWNSAMPLES = ('conv', 'avg', 'pad')
 
@@ -47,6 +51,7 @@ class _Residual(nn.Module):
   reduce_first: int = 1
   stride_on: str = '3x3'
   act_before_attn: bool = False  # Caffe SE-ResNet basic block applies ReLU before SE
+  sk: ModuleFactory | None = None  # selective-kernel conv in place of the (first) 3x3, with its BN-ReLU
   expansion = 1
   projection_norm = True  # BatchNorm after a projection shortcut's conv
 
@@ -101,9 +106,12 @@ class BasicBlock(_Residual):
   def __call__(self, x: jax.Array) -> jax.Array:
     out_channels = self.filters
     y = self._attn_at('pre', x)
-    y = self.conv(self.filters // self.reduce_first, (3, 3), strides=(self.strides, self.strides),
-                  padding=layers.same_padding(3), name='conv1')(y)
-    y = nn.relu(self.norm(name='bn1')(y))
+    if self.sk is not None:
+      y = self.sk(self.filters // self.reduce_first, strides=self.strides, name='conv1')(y)
+    else:
+      y = self.conv(self.filters // self.reduce_first, (3, 3), strides=(self.strides, self.strides),
+                    padding=layers.same_padding(3), name='conv1')(y)
+      y = nn.relu(self.norm(name='bn1')(y))
     y = self._attn_at('after_3x3', y)
     y = self.conv(out_channels, (3, 3), padding=layers.same_padding(3), name='conv2')(y)
     y = self.norm(name='bn2', scale_init=nn.initializers.zeros)(y)
@@ -123,9 +131,12 @@ class Bottleneck(_Residual):
     y = self.conv(width // self.reduce_first, (1, 1), strides=self._strides('1x1'),
                   padding='VALID', name='conv1')(y)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(width, (3, 3), strides=self._strides('3x3'), padding=layers.same_padding(3),
-                  feature_group_count=self.cardinality, name='conv2')(y)
-    y = nn.relu(self.norm(name='bn2')(y))
+    if self.sk is not None:
+      y = self.sk(width, strides=self._strides('3x3')[0], groups=self.cardinality, name='conv2')(y)
+    else:
+      y = self.conv(width, (3, 3), strides=self._strides('3x3'), padding=layers.same_padding(3),
+                    feature_group_count=self.cardinality, name='conv2')(y)
+      y = nn.relu(self.norm(name='bn2')(y))
     y = self._attn_at('after_3x3', y)
     y = self.conv(out_channels, (1, 1), padding='VALID', name='conv3')(y)
     y = self.norm(name='bn3', scale_init=nn.initializers.zeros)(y)
@@ -191,8 +202,11 @@ class ResNet(nn.Module):
     stage_sizes: blocks per stage, e.g. (3, 4, 6, 3).
     block: 'basic' | 'bottleneck' | 'preact_basic' | 'preact_bottleneck'.
     widths: 'planes' per stage (ImageNet 64..512, CIFAR 16..64 times a widen factor).
-    stem: 'conv7' (7x7/2), 'deep' (three 3x3, first stride 2) or 'cifar' (one 3x3/1, no pool).
-    stem_width: channels of the first two deep-stem convs; stem_channels: stem output channels.
+    stem: 'conv7' (7x7/2), 'deep' (three 3x3, first stride 2), 'tiered' (the deep stem with a
+      narrower first conv: timm's 'deep_tiered', 24-32-64 for stem_width 32) or 'cifar' (one 3x3/1,
+      no pool).
+    stem_width: channels of the first two deep-stem convs (tiered: 3 * (stem_width // 4) and
+      stem_width); stem_channels: stem output channels.
     stem_pool: 'pad' (3x3/2 padding 1, timm) or 'ceil' (3x3/2 ceil mode, Caffe / timm legacy).
     stride_on: in bottlenecks, '3x3' (timm, ResNeXt) or '1x1' (Caffe SE-ResNet).
     downsample: shortcut projection, 'conv' (conv+BN; pre-activation blocks: the conv alone),
@@ -201,6 +215,8 @@ class ResNet(nn.Module):
     cardinality, base_width: ResNeXt groups and width per group; reduce_first: divisor of the
       first conv's width (2 for SENet-154).
     act_before_attn: ReLU before SE in basic blocks (timm legacy_seresnet18/34 quirk).
+    selective_kernel: SKConfig or None: a selective-kernel convolution in place of the 3x3 (basic
+      blocks: the first one), as timm's SK-ResNets (post-activation blocks only).
     se: SEConfig or None (no SE: the plain baseline).
     drop_rate: dropout before the classifier.
     zero_init_last_bn: start each residual branch's last BN scale at zero (post-act blocks).
@@ -224,6 +240,7 @@ class ResNet(nn.Module):
   base_width: int = 64
   reduce_first: int = 1
   act_before_attn: bool = False
+  selective_kernel: SKConfig | None = None
   se: SEConfig | None = None
   drop_rate: float = 0.0
   zero_init_last_bn: bool = True
@@ -240,6 +257,8 @@ class ResNet(nn.Module):
     _check('stem_pool', self.stem_pool, ('pad', 'ceil'))
     _check('stride_on', self.stride_on, STRIDE_ON)
     _check('downsample', self.downsample, DOWNSAMPLES)
+    if self.selective_kernel is not None and self.block.startswith('preact'):
+      raise ValueError(f'selective_kernel needs block basic or bottleneck, not {self.block!r}')
     if len(self.widths) != len(self.stage_sizes):
       raise ValueError(f'widths={tuple(self.widths)} needs one entry per stage of stage_sizes={tuple(self.stage_sizes)}')
     if self.se is not None and self.se.stages is not None and len(self.se.stages) != len(self.stage_sizes):
@@ -262,6 +281,10 @@ class ResNet(nn.Module):
     x = self._stem(x, conv, norm, preact)
 
     block_cls = _BLOCK_CLASSES[self.block]
+    sk = None
+    if self.selective_kernel is not None:
+      sk = functools.partial(SelectiveKernel, conv=conv, norm=norm, config=self.selective_kernel,
+                             dtype=self.dtype, param_dtype=self.param_dtype)
     in_channels = x.shape[-1]
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.widths)):
       attn = None
@@ -280,7 +303,7 @@ class ResNet(nn.Module):
             downsample=self.downsample if needs_proj else None,
             down_kernel_size=self.down_kernel_size, cardinality=self.cardinality,
             base_width=self.base_width, reduce_first=self.reduce_first, stride_on=self.stride_on,
-            act_before_attn=self.act_before_attn, name=f'layer{stage + 1}_{i}')(x)
+            act_before_attn=self.act_before_attn, sk=sk, name=f'layer{stage + 1}_{i}')(x)
         in_channels = out_channels
 
     if preact:
@@ -299,8 +322,9 @@ class ResNet(nn.Module):
     if self.stem == 'conv7':
       x = conv(self.stem_channels, (7, 7), strides=(2, 2), padding=layers.same_padding(7), name='stem_conv1')(x)
       x = nn.relu(norm(name='stem_bn1')(x))
-    else:  # deep: three 3x3 convs (ResNet-D, SENet-154)
-      chans = (self.stem_width, self.stem_width, self.stem_channels)
+    else:  # deep / tiered: three 3x3 convs (ResNet-D, SENet-154; timm's ResNet-T)
+      first = 3 * (self.stem_width // 4) if self.stem == 'tiered' else self.stem_width
+      chans = (first, self.stem_width, self.stem_channels)
       for i, c in enumerate(chans):
         x = conv(c, (3, 3), strides=(2, 2) if i == 0 else (1, 1), padding=layers.same_padding(3),
                  name=f'stem_conv{i + 1}')(x)

@@ -45,9 +45,33 @@ def reduced_channels(channels: int, reduction: int, rounding: str) -> int:
   return make_divisible(channels / reduction, 8)
 
 
+# The slot's kinds and their own settings with their defaults, as data: a kind uses exactly the
+# settings listed for it (anything else given for it is an error) and starts from these values.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Hu et al.: C // r, average squeeze, sigmoid, biased FCs.
+    'se': dict(reduction=16, rounding='floor', squeeze='avg', gate='sigmoid', use_bias=True),
+    # ECA-Net (arXiv 1910.03151) Eq. 12 with the paper's gamma 2, b 1 (timm EcaModule).
+    'eca': dict(eca_gamma=2, eca_beta=1, gate='sigmoid'),
+}
+KINDS = tuple(KIND_DEFAULTS)
+# Settings that belong to one kind or another (the rest, placement and stages, are the slot's).
+KIND_SETTINGS = tuple(dict.fromkeys(k for d in KIND_DEFAULTS.values() for k in d))
+
+
+def _check_positive(field: str, value: Any, integer: bool) -> None:
+  number = isinstance(value, int) if integer else isinstance(value, (int, float))
+  if not number or isinstance(value, bool) or value <= 0:
+    raise ValueError(f'SE {field}={value!r} must be a positive {"integer" if integer else "number"}')
+
+
 @dataclasses.dataclass(frozen=True)
 class SEConfig:
-  """Everything the paper ablates about SE, as data.
+  """The attention slot's settings, as data: which kind fills it, the kind's own settings, and
+  where the slot is on (placement, stages).
+
+  A setting left at None takes the kind's default from `KIND_DEFAULTS`; a setting the kind does
+  not use must stay None (a one-line ValueError otherwise). `replace(kind=...)` to another kind
+  keeps placement and stages and starts the new kind from its defaults.
 
   Attributes:
     reduction: r, the excitation bottleneck ratio (Table 10).
@@ -58,24 +82,43 @@ class SEConfig:
     placement: where the unit sits in a residual block, 'standard' | 'pre' | 'post' |
       'identity' | 'after_3x3' (Tables 14-15).
     stages: per-stage on/off mask, e.g. (False, False, True, False) (Table 13); None = all on.
-    kind: which module fills the slot ('se' here; `se_flax.models.attention` lists the others).
+    kind: which module fills the slot, one of `KINDS` (`se_flax.models.attention.MODULES`).
+    eca_gamma, eca_beta: ECA's kernel size from the channel count, k = |log2(C)/gamma + beta/gamma|_odd.
   """
 
-  reduction: int = 16
-  rounding: str = 'floor'
-  squeeze: str = 'avg'
-  gate: str = 'sigmoid'
-  use_bias: bool = True
+  reduction: int | None = None
+  rounding: str | None = None
+  squeeze: str | None = None
+  gate: str | None = None
+  use_bias: bool | None = None
   placement: str = 'standard'
   stages: tuple[bool, ...] | None = None
   kind: str = 'se'
+  eca_gamma: float | None = None
+  eca_beta: float | None = None
 
   def __post_init__(self):
-    if not isinstance(self.reduction, int) or isinstance(self.reduction, bool) or self.reduction <= 0:
-      raise ValueError(f'SE reduction={self.reduction!r} must be a positive integer')
-    _check_choice('rounding', self.rounding, ROUNDINGS)
-    _check_choice('squeeze', self.squeeze, SQUEEZES)
-    _check_choice('gate', self.gate, GATES)
+    if self.kind not in KIND_DEFAULTS:
+      raise ValueError(f'attention kind={self.kind!r} is not one of {", ".join(KINDS)}')
+    defaults = KIND_DEFAULTS[self.kind]
+    for field in KIND_SETTINGS:
+      value = getattr(self, field)
+      if field in defaults:
+        if value is None:
+          object.__setattr__(self, field, defaults[field])
+      elif value is not None:
+        raise ValueError(f'attention kind {self.kind!r} has no setting {field}={value!r}; its settings: '
+                         f'{", ".join(defaults)}, placement, stages')
+    if self.reduction is not None:
+      _check_positive('reduction', self.reduction, integer=True)
+    for field, allowed in (('rounding', ROUNDINGS), ('squeeze', SQUEEZES), ('gate', GATES)):
+      if getattr(self, field) is not None:
+        _check_choice(field, getattr(self, field), allowed)
+    if self.use_bias is not None and not isinstance(self.use_bias, bool):
+      raise ValueError(f'SE use_bias={self.use_bias!r} must be True or False')
+    for field in ('eca_gamma', 'eca_beta'):
+      if getattr(self, field) is not None:
+        _check_positive(field, getattr(self, field), integer=False)
     _check_choice('placement', self.placement, PLACEMENTS)
     if self.stages is not None:
       object.__setattr__(self, 'stages', tuple(bool(s) for s in self.stages))
@@ -85,6 +128,8 @@ class SEConfig:
     if unknown:
       allowed = ', '.join(f.name for f in dataclasses.fields(self))
       raise ValueError(f'unknown SE field(s) {", ".join(unknown)}; allowed: {allowed}')
+    if changes.get('kind', self.kind) != self.kind:  # a new kind starts from its own defaults
+      return SEConfig(**{'placement': self.placement, 'stages': self.stages, **changes})
     return dataclasses.replace(self, **changes)
 
   def in_stage(self, stage: int) -> bool:

@@ -4,15 +4,19 @@
     logits = module.apply(variables, images_nhwc, train=False)  # == timm's eval-mode model(x_nchw)
 
 The mapping is generated from the flax variable tree, so every se_flax variable has exactly one
-timm key and nothing is silently left at its initial value. Two timm layouts:
+timm key and nothing is silently left at its initial value. Three timm layouts:
 
   timm (`resnet.py`): conv1.* / bn1.* (deep stem: conv1.{0,1,3,4,6}.*, bn1.*),
     layer1.0.{conv,bn}{1,2,3}.*, layer1.0.se.fc{1,2}.*, layer1.0.downsample.{0,1}.* (ResNet-D
     avg-down: downsample.{1,2}.*, index 0 is the parameter-free pool), fc.*.
   legacy (`senet.py`, names `legacy_*`): layer0.{conv,bn}{1,2,3}.*, layer1.0.se_module.fc{1,2}.*,
     layer1.0.downsample.{0,1}.*, last_linear.*.
+  SK (`sknet.py`): the timm ResNet names, but block convs are ConvNormAct (layer1.0.conv1.conv.*,
+    layer1.0.conv1.bn.*) and the selective-kernel conv holds layer1.0.conv2.paths.{i}.{conv,bn}.* and
+    layer1.0.conv2.attn.{fc_reduce,bn,fc_select}.* (basic blocks: conv1).
 
-Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)); Linear (out, in)
+Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)), 1D conv OIW -> WIO
+(ECA); Linear (out, in)
 -> Dense (in, out); SE fc 1x1 conv (out, in, 1, 1) -> Dense (in, out). BatchNorm weight -> scale,
 running_mean/var -> batch_stats mean/var; `num_batches_tracked` is accepted and ignored.
 """
@@ -82,7 +86,7 @@ def _resnet_layout(timm_name: str, module: nn.Module) -> Layout:
              'downsample_bn': 'downsample.1', 'fc': 'last_linear'}
     head = 'last_linear.weight'
   else:
-    if module.stem == 'deep':  # nn.Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1
+    if module.stem in ('deep', 'tiered'):  # nn.Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1
       names = {'stem_conv1': 'conv1.0', 'stem_bn1': 'conv1.1', 'stem_conv2': 'conv1.3',
                'stem_bn2': 'conv1.4', 'stem_conv3': 'conv1.6', 'stem_bn3': 'bn1'}
     else:
@@ -98,10 +102,24 @@ def _resnet_layout(timm_name: str, module: nn.Module) -> Layout:
   return Layout(rename, head)
 
 
+def _sk_resnet_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's sknet.py: the ResNet names, with ConvNormAct block convs and SelectiveKernel modules."""
+  resnet = _resnet_layout(timm_name, module)
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    names = resnet.rename(modules)
+    if len(modules) == 2 and modules[0].startswith('layer'):  # a block's own conv or BN
+      names[1] = re.sub(r'^(conv|bn)(\d)$', lambda m: f'conv{m[2]}.{m[1]}', names[1])
+    return [re.sub(r'^paths_(\d+)_(conv|bn)$', r'paths.\1.\2', n) for n in names]
+
+  return Layout(rename, resnet.head, dense_is_conv=lambda modules: 'se' in modules or 'attn' in modules)
+
+
 # timm name -> Layout builder (timm_name, module) -> Layout. Every name in TIMM_NAMES has one.
 LAYOUTS: dict[str, Callable[[str, nn.Module], Layout]] = {
     name: _resnet_layout for name in TIMM_NAMES
 }
+LAYOUTS.update({name: _sk_resnet_layout for name in ('skresnet18', 'skresnet34', 'skresnext50_32x4d')})
 
 
 def layout(timm_name: str, module: nn.Module | None = None) -> Layout:
@@ -116,6 +134,8 @@ def _kernel_transform(shape: tuple[int, ...], in_se: bool) -> tuple[tuple[int, .
   """timm shape and timm -> flax function for a flax kernel of `shape`."""
   if len(shape) == 4:  # conv: torch (O, I/g, H, W), flax (H, W, I/g, O)
     return (shape[3], shape[2], shape[0], shape[1]), lambda w: w.transpose(2, 3, 1, 0)
+  if len(shape) == 3:  # 1D conv (ECA): torch (O, I/g, W), flax (W, I/g, O)
+    return (shape[2], shape[1], shape[0]), lambda w: w.transpose(2, 1, 0)
   if in_se:  # timm's SE fcs are 1x1 convs (out, in, 1, 1); se_flax's are Dense (in, out)
     return (shape[1], shape[0], 1, 1), lambda w: w.reshape(w.shape[:2]).T
   return (shape[1], shape[0]), lambda w: w.T  # Linear (out, in)

@@ -1,16 +1,19 @@
 """Regenerate the timm golden files used by tests/test_convert.py (needs torch + timm, no jax).
 
-    python tests/golden/make_golden.py   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
+    python tests/golden/make_golden.py [NAME ...]   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
 
-For each name: the timm state-dict key list (keys/<name>.json) and timm's eval-mode logits on
-synthetic weights and inputs (logits/<name>.npy). The weights are not stored; both sides
-rebuild them from the key list and the seed with weights.py.
+For each name of weights.GOLDEN_SIZES: the timm state-dict key list (keys/<name>.json) and timm's
+eval-mode logits on synthetic weights and inputs (logits/<name>.npy). The weights are not stored;
+both sides rebuild them from the key list and the seed with weights.py. For the names of KEYS_ONLY,
+the key list alone (tests/test_attention_nets.py fits it with convert.timm_shapes).
+Names given (default: all of both) limit the run to those models.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import timm
@@ -26,7 +29,18 @@ REFERENCE_PARAMS = {
     'seresnet50': 28_088_024,
     'seresnext26d_32x4d': 16_809_512,
     'seresnext50_32x4d': 27_559_896,
+    'seresnext26t_32x4d': 16_806_976,
+    'skresnet18': 11_958_056,
+    'skresnext50_32x4d': 27_479_784,
+    'skresnet34': 22_282_376,
+    'ecaresnet50d': 25_576_350,
+    'ecaresnet26t': 16_011_916,
+    'ecaresnet50t': 25_573_814,
+    'ecaresnet101d': 44_568_563,
+    'ecaresnetlight': 30_162_046,
 }
+# Names whose converter is checked by key-list fit and parameter count only (no logits stored).
+KEYS_ONLY = ('skresnet34', 'ecaresnet26t', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight')
 
 
 def write_keys(name: str, state_dict: dict[str, torch.Tensor]) -> list[tuple[str, list[int]]]:
@@ -60,15 +74,33 @@ def golden(name: str, size: int) -> None:
         f'float32 vs float64 rel L2 {rel_l2(logits, logits64):.2e}')
 
 
-def main() -> None:
+def keys_only(name: str) -> None:
+  """The key list alone, after the parameter check."""
+  model = timm.create_model(name, pretrained=False)
+  params = sum(p.numel() for p in model.parameters())
+  if params != REFERENCE_PARAMS[name]:
+    raise SystemExit(f'{name}: timm has {params:,} parameters, the reference table says {REFERENCE_PARAMS[name]:,}')
+  keys = write_keys(name, model.state_dict())
+  print(f'{name}: {params:,} params, {len(keys)} keys (key list only)')
+
+
+def main(names: list[str]) -> None:
+  known = [*weights.GOLDEN_SIZES, *KEYS_ONLY]
+  unknown = sorted(set(names) - set(known))
+  if unknown:
+    raise SystemExit(f'no golden size or key list for {", ".join(unknown)}; known: {", ".join(known)}')
   torch.set_grad_enabled(False)
   (HERE / 'keys').mkdir(exist_ok=True)
   (HERE / 'logits').mkdir(exist_ok=True)
   print(f'timm {timm.__version__}, torch {torch.__version__}, '
         f'weight seed {weights.WEIGHT_SEED}, input seed {weights.INPUT_SEED}')
   for name, size in weights.GOLDEN_SIZES.items():
-    golden(name, size)
+    if not names or name in names:
+      golden(name, size)
+  for name in KEYS_ONLY:
+    if not names or name in names:
+      keys_only(name)
 
 
 if __name__ == '__main__':
-  main()
+  main(sys.argv[1:])

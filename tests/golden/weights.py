@@ -22,7 +22,9 @@ INPUT_SEED = 1
 # ones; ceil-mode pooling only differs from floor mode on some sizes. timm layout, 204 px: stem
 # 204 -> max-pool 102 -> 51 -> 26 -> 13 -> 7, i.e. even inputs to the stem conv, the padded
 # max-pool and stage 3 (padding), odd inputs to the avg-down shortcuts of stages 2 and 4 (ceil
-# mode, count_include_pad=False). Legacy layout, 192 px: stem 192 -> 96, and the ceil-mode
+# mode, count_include_pad=False). The same 204 px gives stage 3's stride-2 selective-kernel conv an
+# even map (26), where its dilation-2 branch pads 2 on both sides and flax 'SAME' would pad 1 and 2;
+# the tiered stem sees the deep stem's sizes. Legacy layout, 192 px: stem 192 -> 96, and the ceil-mode
 # max-pool gives 48 where floor mode gives 47; stages then see 48, 24, 12 (padding).
 GOLDEN_SIZES = {
     'legacy_seresnet18': 192,
@@ -30,6 +32,10 @@ GOLDEN_SIZES = {
     'seresnet50': 204,
     'seresnext26d_32x4d': 204,
     'seresnext50_32x4d': 204,
+    'seresnext26t_32x4d': 204,
+    'skresnet18': 204,
+    'skresnext50_32x4d': 204,
+    'ecaresnet50d': 204,
 }
 
 # Conv weights ~ N(0, gain / fan_in). He's gain 2 keeps the logits O(1..10) and 75-90% of their norm
@@ -50,9 +56,9 @@ def _draw(rng: np.random.Generator, key: str, shape: tuple[int, ...]) -> np.ndar
     return rng.normal(0.0, 0.1, shape).astype(np.float32)
   if leaf == 'weight' and len(shape) == 1:  # BatchNorm scale
     return rng.uniform(0.5, 1.0, shape).astype(np.float32)
-  if leaf == 'weight' and len(shape) in (2, 4):  # Linear (out, in) or Conv2d (out, in/groups, kh, kw)
+  if leaf == 'weight' and len(shape) in (2, 3, 4):  # Linear (out, in), Conv1d (out, in/groups, k), Conv2d
     fan_in = int(np.prod(shape[1:]))
-    gain = CONV_GAIN if len(shape) == 4 else 1.0
+    gain = CONV_GAIN if len(shape) > 2 else 1.0
     return rng.normal(0.0, np.sqrt(gain / fan_in), shape).astype(np.float32)
   raise ValueError(f'no synthetic value for {key!r} with shape {shape}; known leaves: weight, bias, '
                    'running_mean, running_var, num_batches_tracked')
