@@ -50,9 +50,9 @@ def _draw(rng: np.random.Generator, key: str, shape: tuple[int, ...]) -> np.ndar
     return rng.normal(0.0, 0.1, shape).astype(np.float32)
   if leaf == 'weight' and len(shape) == 1:  # BatchNorm scale
     return rng.uniform(0.5, 1.0, shape).astype(np.float32)
-  if leaf == 'weight' and len(shape) in (2, 4):  # Linear (out, in) or Conv2d (out, in/groups, kh, kw)
+  if leaf == 'weight' and len(shape) in (2, 3, 4):  # Linear (out, in), Conv1d (out, in/groups, k), Conv2d
     fan_in = int(np.prod(shape[1:]))
-    gain = CONV_GAIN if len(shape) == 4 else 1.0
+    gain = CONV_GAIN if len(shape) > 2 else 1.0
     return rng.normal(0.0, np.sqrt(gain / fan_in), shape).astype(np.float32)
   raise ValueError(f'no synthetic value for {key!r} with shape {shape}; known leaves: weight, bias, '
                    'running_mean, running_var, num_batches_tracked')
@@ -68,3 +68,14 @@ def make_state_dict(keys_and_shapes: Iterable[tuple[str, Sequence[int]]], seed: 
 def make_inputs(seed: int = INPUT_SEED, size: int = 224, batch: int = 2) -> np.ndarray:
   """Normalised-image-like float32 inputs in NCHW (torch layout); transpose for se_flax."""
   return np.random.default_rng(seed).normal(0.0, 1.0, (batch, 3, size, size)).astype(np.float32)
+
+
+# Attention modules alone (make_attention_golden.py): timm's module on 32 channels, input
+# (2, 32, 3, 5) NCHW from this seed: odd, unequal sides for CBAM's 7x7 padding and GC's softmax.
+ATTENTION_MODULE_INPUT = (2, 32, 3, 5)
+ATTENTION_MODULE_SEED = 5
+
+
+def make_module_input(seed: int = ATTENTION_MODULE_SEED, shape: tuple[int, ...] = ATTENTION_MODULE_INPUT) -> np.ndarray:
+  """N(0, 1) float32 input of an attention module, NCHW."""
+  return np.random.default_rng(seed).normal(0.0, 1.0, shape).astype(np.float32)
