@@ -593,3 +593,46 @@ def test_from_config_reaches_the_kind():
   config.model.se.kind = 'eca'
   with pytest.raises(ValueError, match="attention kind 'eca' has no setting gc_fuse='add'"):
     models.from_config(config.model, num_classes=10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Excitation analysis and training with other kinds.
+
+@pytest.mark.parametrize('kind, settings, has_gates', [
+    ('ese', {}, True), ('eca', {}, True), ('ge', {}, True), ('ge', dict(ge_extent=2), False),
+    ('gc', {}, True), ('gc', dict(gc_fuse='add'), False), ('cbam', {}, True), ('srm', {}, True),
+    ('fca', dict(fca_freq='top8'), True)])
+def test_excitations_capture_per_channel_gates(kind, settings, has_gates):
+  from se_flax.tools import excitations
+  model = models.create('seresnet_tiny_cifar', attn=kind, **({'se': settings} if settings else {}))
+  x = jax.ShapeDtypeStruct((3, 16, 16, 1), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  _, gates = jax.eval_shape(lambda v, x: excitations.capture(model, v, x), variables, x)
+  expected = {'layer1_0/se': (3, 8), 'layer2_0/se': (3, 16), 'layer3_0/se': (3, 32)} if has_gates else {}
+  assert {k: g.shape for k, g in gates.items()} == expected
+
+
+def test_train_py_with_cbam_on_digits_then_excitations(digits_dir, tmp_path):
+  """train.py trains the tiny CIFAR net with CBAM in the SE slot (BatchNorm inside the slot, a
+  spatial gate after the channel gate); the excitation tool reads the channel gates back."""
+  from test_train import final_state, run_cli, tiny_digits
+  from se_flax.tools import excitations
+  workdir = str(tmp_path / 'work')
+  run = run_cli(['train.py', '--config=configs/digits.py:seresnet_tiny_cifar', f'--workdir={workdir}',
+                 f'--config.data.data_dir={digits_dir}', '--config.train.global_batch_size=32',
+                 '--config.train.num_steps=3', '--config.model.se.kind=cbam', '--config.model.se.reduction=4'])
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert json.loads(run.stdout.strip().splitlines()[-1])['step'] == 3
+  state = final_state(workdir)
+  se = state['params']['layer1_0']['se']
+  assert se['channel']['fc1']['kernel'].shape == (8, 2) and se['spatial']['conv']['conv']['kernel'].shape == (7, 7, 2, 1)
+  stats = state['batch_stats']['layer1_0']['se']['spatial']['conv']['bn']
+  assert not np.allclose(stats['var'], 1.0)  # the slot's BatchNorm trained with the network
+  config = tiny_digits(digits_dir)
+  config.model.se.kind = 'cbam'
+  config.model.se.reduction = 4
+  spread = excitations.run(config, workdir, out_dir=str(tmp_path / 'out'))
+  assert list(spread) == ['layer1_0/se', 'layer2_0/se', 'layer3_0/se']
+  config.model.se.gc_fuse = 'add'
+  with pytest.raises(ValueError, match="attention kind 'cbam' has no setting gc_fuse='add'"):
+    excitations.run(config, workdir)
