@@ -108,12 +108,12 @@ def _x(shape, seed=1):
 
 
 # ----------------------------------------------------------------------------------------------
-# ECA (Eq. 9-10, 12)
+# ECA: omega = sigmoid(C1D_k(GAP(x))), k = |log2(C)/gamma + b/gamma|_odd
 
 @pytest.mark.parametrize('channels, k', [(16, 3), (64, 3), (128, 5), (256, 5), (512, 5), (1024, 5),
                                          (2048, 7), (8192, 7), (2 ** 15, 9)])
 def test_eca_kernel_size_from_channels(channels, k):
-  # Eq. 12 by hand: |log2(C)/2 + 1/2| rounded to odd (truncate, then +1 if even), at least 3.
+  # psi(C) by hand: |log2(C)/2 + 1/2| rounded to odd (truncate, then +1 if even), at least 3.
   t = int((math.log2(channels) + 1) / 2)
   assert k == max(t if t % 2 else t + 1, 3)
   assert kinds.eca_kernel_size(channels) == k
@@ -137,7 +137,7 @@ def test_eca_gamma_beta_change_the_kernel():
 
 
 # ----------------------------------------------------------------------------------------------
-# ESE (CenterMask Eq. 2)
+# ESE: x * hard_sigmoid(W GAP(x) + b)
 
 def test_ese_matches_numpy_formula():
   x = _x((2, 4, 3, 16))
@@ -151,7 +151,7 @@ def test_ese_matches_numpy_formula():
 
 
 # ----------------------------------------------------------------------------------------------
-# GC (GCNet Eq. 4)
+# GC: attention pooling, LayerNorm bottleneck transform, scale / add fusion
 
 def _np_gc_transform(ctx, p):
   h = ctx @ p['fc1']['kernel'] + p['fc1']['bias']
@@ -209,7 +209,7 @@ def test_cbam_matches_numpy_formula():
 
 
 # ----------------------------------------------------------------------------------------------
-# SRM (Eq. 1-5)
+# SRM: style pooling (mean, std), channel-wise FC, BatchNorm, sigmoid
 
 def test_srm_matches_numpy_formula():
   x = _x((2, 4, 5, 8))
@@ -230,10 +230,10 @@ def test_srm_starts_with_zero_style_weights():
 
 
 # ----------------------------------------------------------------------------------------------
-# FcaNet (Eq. 1, 8-9)
+# FcaNet: multi-spectral DCT squeeze, SE excitation
 
 def _np_dct_weights(h, w, channels, freqs):
-  """Channel group i: B^{u_i, v_i}_{h, w}, the orthonormal 2D DCT-II basis (FcaNet Eq. 1 normalised),
+  """Channel group i: B^{u_i, v_i}_{h, w}, the orthonormal 2D DCT-II basis (FcaNet's basis, normalised),
   the 7x7 frequency scaled to the grid, straight from the formula."""
   out = np.zeros((h, w, channels))
   group = channels // len(freqs)

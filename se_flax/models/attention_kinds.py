@@ -66,9 +66,10 @@ class _Kind(nn.Module):
 # ESE
 
 class EffectiveSE(_Kind):
-  """Effective SE (Lee & Park, CenterMask / VoVNet-v2, arXiv 1911.06667, Eq. 2; timm EffectiveSEModule).
+  """Effective SE (Lee & Park, CenterMask / VoVNet-v2, arXiv 1911.06667, the eSE module; timm
+  EffectiveSEModule).
 
-  A_eSE(X) = gate(W_C(GAP(X))), out = X * A_eSE: one biased FC C -> C instead of SE's two with a
+  A_eSE(X) = gate(W_C(F_gap(X))), X_refine = A_eSE * X: one biased FC C -> C instead of SE's two with a
   bottleneck, which keeps every channel's information; gate hard-sigmoid (relu6(x + 3) / 6).
   """
 
@@ -84,8 +85,9 @@ class EffectiveSE(_Kind):
 # ECA
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
-  """ECA-Net Eq. 12: k = |log2(C) / gamma + beta / gamma|_odd (truncated, then the next odd number),
-  at least 3, exactly as timm 1.0.31's EcaModule: int(abs(log2(C) + beta) / gamma)."""
+  """ECA-Net's adaptive kernel size k = psi(C) = |log2(C) / gamma + beta / gamma|_odd, the nearest odd
+  number (truncate, then the next odd one; ties at even integers go up), at least 3, exactly as
+  timm 1.0.31's EcaModule: int(abs(log2(C) + beta) / gamma)."""
   t = int(abs(math.log(channels, 2) + beta) / gamma)
   return max(t if t % 2 else t + 1, 3)
 
@@ -93,8 +95,8 @@ def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
 class ECA(_Kind):
   """Efficient Channel Attention (Wang et al., CVPR 2020, arXiv 1910.03151).
 
-  omega = gate(C1D_k(GAP(x))) (paper Eq. 9-10): a 1D convolution without bias across the pooled
-  channel vector, k from the channel count (Eq. 12, `eca_kernel_size`), zero padding (k - 1) / 2;
+  omega = gate(C1D_k(GAP(x))), out = x * omega: a 1D convolution without bias across the pooled
+  channel vector, k = psi(C) from the channel count (`eca_kernel_size`), zero padding (k - 1) / 2;
   out = x * omega. k weights a block, no dimensionality reduction.
   """
 
@@ -201,11 +203,11 @@ class _ConvMlp(_Kind):
 
 
 class GlobalContext(_Kind):
-  """Global context block (Cao et al., GCNet, arXiv 1904.11492, Eq. 4; timm GlobalContext).
+  """Global context block (Cao et al., GCNet, arXiv 1904.11492; timm GlobalContext).
 
   Context modelling by attention pooling: alpha = softmax_j(W_k x_j) over the H*W positions,
   c = sum_j alpha_j x_j; transform t(c) = W_v2 ReLU(LN(W_v1 c)) with a bottleneck C / r; fusion
-  (gc_fuse): 'add' (the paper's Eq. 4: z_i = x_i + t(c), its last FC starting at zero so the block
+  (gc_fuse): 'add' (the paper's GC block: z_i = x_i + t(c), its last FC starting at zero so the block
   starts as the identity), 'scale' (x * gate(t(c)), timm's default) or 'both' (scale, then add,
   separate transforms).
   """
@@ -262,6 +264,18 @@ class _ConvNorm(_Kind):
     return self._batch_norm('bn')(x)
 
 
+class _CbamSpatial(_Kind):
+  """CBAM's spatial attention (Eq. 3) on the channel-refined map."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    desc = jnp.concatenate([jnp.mean(x, axis=-1, keepdims=True, dtype=jnp.float32).astype(x.dtype),
+                            jnp.max(x, axis=-1, keepdims=True)], axis=-1)  # (N, H, W, 2): [mean, max]
+    z = _ConvNorm(self.config, self.dtype, self.param_dtype, self.norm, features=1,
+                  kernel_size=self.config.cbam_kernel_size, name='conv')(desc)
+    return x * self._gate(z).astype(x.dtype)
+
+
 class CBAM(_Kind):
   """Convolutional Block Attention Module (Woo et al., ECCV 2018, arXiv 1807.06521; timm CbamModule).
 
@@ -282,18 +296,6 @@ class CBAM(_Kind):
     return y
 
 
-class _CbamSpatial(_Kind):
-  """CBAM's spatial attention (Eq. 3) on the channel-refined map."""
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    desc = jnp.concatenate([jnp.mean(x, axis=-1, keepdims=True, dtype=jnp.float32).astype(x.dtype),
-                            jnp.max(x, axis=-1, keepdims=True)], axis=-1)  # (N, H, W, 2): [mean, max]
-    z = _ConvNorm(self.config, self.dtype, self.param_dtype, self.norm, features=1,
-                  kernel_size=self.config.cbam_kernel_size, name='conv')(desc)
-    return x * self._gate(z).astype(x.dtype)
-
-
 # ----------------------------------------------------------------------------------------------
 # SRM
 
@@ -303,9 +305,9 @@ SRM_EPSILON = 1e-5  # inside the standard deviation's square root, as the author
 class SRM(_Kind):
   """Style-based Recalibration Module (Lee, Kim, Nam, ICCV 2019, arXiv 1903.10829), Section 3.
 
-  Style pooling (Eq. 1-2): t = [mu, sigma] per channel, mu the spatial mean and
+  Style pooling: t = [mu, sigma] per channel, mu the spatial mean and
   sigma = sqrt(mean((x - mu)^2) + eps) (the paper's 1/HW variance; the authors' code uses the
-  unbiased one). Style integration (Eq. 3-5): z = w_mu * mu + w_sigma * sigma (the channel-wise
+  unbiased one). Style integration: z = w_mu * mu + w_sigma * sigma (the channel-wise
   fully connected layer, `cfc` (C, 2), starting at zero as in the authors' code), BatchNorm,
   g = gate(z); out = x * g. 4C parameters a block (cfc and BatchNorm's scale and bias).
   """
@@ -349,7 +351,7 @@ def fca_frequencies(selection: str) -> list[tuple[int, int]]:
 
 def dct_basis(pos: np.ndarray, freq: int, size: int) -> np.ndarray:
   """Orthonormal 1D DCT-II basis cos(pi * freq * (pos + 1/2) / size) / sqrt(size), times sqrt(2) for
-  freq > 0 (FcaNet Eq. 1 normalised, as cfzd/FcaNet's `build_filter`)."""
+  freq > 0 (FcaNet's DCT basis, normalised as cfzd/FcaNet's `build_filter`)."""
   b = np.cos(np.pi * freq * (pos + 0.5) / size) / np.sqrt(size)
   return b * np.sqrt(2.0) if freq else b
 
@@ -368,7 +370,7 @@ def fca_filter(height: int, width: int, channels: int, selection: str) -> np.nda
   """(H, W, C) weights whose sum against an (H, W, C) map is FcaNet's multi-spectral squeeze.
 
   The channels split into len(selection) equal groups, group i takes the 2D DCT coefficient at
-  frequency (u_i, v_i) (FcaNet Eq. 8-9). The DCT grid is the map itself when both sides are
+  frequency (u_i, v_i) (FcaNet's multi-spectral squeeze). The DCT grid is the map itself when both sides are
   multiples of 7 (ImageNet ResNets: 56, 28, 14, 7), the 7x7 frequencies scaled by side // 7 so they
   mean the same on every grid (cfzd/FcaNet); otherwise the map is first averaged to a 7x7 grid
   (adaptive average pooling, FcaNet's own rule for other sizes), folded into the weights here.
@@ -394,7 +396,8 @@ def fca_filter(height: int, width: int, channels: int, selection: str) -> np.nda
 class FcaAttention(_Kind):
   """Multi-spectral channel attention (Qin, Zhang, Wu, Li, FcaNet, ICCV 2021, arXiv 2012.11879).
 
-  Squeeze: Freq = cat([2DDCT^{u_i, v_i}(X^i)]) (Eq. 8-9), each channel group's DCT coefficient at
+  Squeeze: Freq = cat([Freq^0, ..., Freq^{n-1}]), Freq^i = 2DDCT^{u_i, v_i}(X^i) = sum_{h, w} X^i_{:, h, w}
+  B^{u_i, v_i}_{h, w}, each channel group's DCT coefficient at
   one selected frequency (`fca_filter`; frequency (0, 0) alone is GAP times sqrt(HW)); excite as
   SE: ms_att = gate(fc2(ReLU(fc1(Freq)))), FCs without biases (C -> C // r -> C), out = x * ms_att.
   The DCT weights are constants, not parameters.

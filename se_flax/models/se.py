@@ -57,7 +57,7 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     'se': dict(reduction=16, rounding='floor', squeeze='avg', gate='sigmoid', use_bias=True),
     # VoVNet-v2 / CenterMask (arXiv 1911.06667), timm EffectiveSEModule: one biased FC C -> C.
     'ese': dict(gate='hard_sigmoid', use_bias=True),
-    # ECA-Net (arXiv 1910.03151) Eq. 12 with the paper's gamma 2, b 1 (timm EcaModule).
+    # ECA-Net (arXiv 1910.03151): kernel size from the channels with the paper's gamma 2, b 1 (timm EcaModule).
     'eca': dict(eca_gamma=2, eca_beta=1, gate='sigmoid'),
     # Gather-Excite (arXiv 1810.12348): the parameter-free GE-theta-minus with global extent; the
     # reduction is the GE-theta-plus excite MLP's (SE's 16).
