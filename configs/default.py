@@ -14,9 +14,15 @@ from se_flax.data import datasets
 
 
 def se_config() -> ml_collections.ConfigDict:
-  """SE overrides: None keeps the registered model's own setting."""
+  """Attention-slot overrides: None keeps the registered model's own setting.
+
+  `kind` picks the module in the slot (docs/reference.md, "Channel attention kinds"); a kind other
+  than the registered one starts from its own defaults (se_flax.models.se.KIND_DEFAULTS) and keeps
+  the registered placement and stages. A setting the chosen kind does not use is an error.
+  """
   se = ml_collections.ConfigDict()
   se.enabled = config_dict.placeholder(bool)  # False: the plain baseline; True: SE on a plain net
+  se.kind = config_dict.placeholder(str)  # 'se' | 'ese' | 'eca' | 'ge' | 'gc' | 'cbam' | 'srm' | 'fca'
   se.reduction = config_dict.placeholder(int)
   se.rounding = config_dict.placeholder(str)  # 'floor' | 'divisible8'
   se.squeeze = config_dict.placeholder(str)  # 'avg' | 'max'
@@ -24,6 +30,14 @@ def se_config() -> ml_collections.ConfigDict:
   se.use_bias = config_dict.placeholder(bool)
   se.placement = config_dict.placeholder(str)  # 'standard' | 'pre' | 'post' | 'identity' | 'after_3x3'
   se.stages = config_dict.placeholder(tuple)  # e.g. (False, False, True, False)
+  # Settings of one kind each (defaults in se_flax.models.se.KIND_DEFAULTS):
+  se.eca_gamma = config_dict.placeholder(float)  # eca: kernel size |log2(C)/gamma + beta/gamma|_odd
+  se.eca_beta = config_dict.placeholder(float)
+  se.ge_variant = config_dict.placeholder(str)  # ge: 'theta_minus' | 'theta' | 'theta_plus'
+  se.ge_extent = config_dict.placeholder(int)  # ge: 0 (global) or a power of two
+  se.gc_fuse = config_dict.placeholder(str)  # gc: 'scale' | 'add' | 'both'
+  se.cbam_kernel_size = config_dict.placeholder(int)  # cbam: spatial attention kernel (odd)
+  se.fca_freq = config_dict.placeholder(str)  # fca: DCT frequencies, e.g. 'top16', 'low4'
   return se
 
 

@@ -5,9 +5,9 @@ from se_flax.models.factory import DTYPES, check_gate_init, from_config
 from se_flax.models.flops import count_macs, count_params
 from se_flax.models.registry import ModelSpec, create, names, spec
 from se_flax.models.resnet import ResNet
-from se_flax.models.se import GATES, PLACEMENTS, ROUNDINGS, SQUEEZES, SEBlock, SEConfig
+from se_flax.models.se import GATES, KINDS, PLACEMENTS, ROUNDINGS, SQUEEZES, SEBlock, SEConfig
 from se_flax.models.selective_kernel import SelectiveKernel, SKConfig
 
 __all__ = ['create', 'from_config', 'check_gate_init', 'names', 'spec', 'ModelSpec', 'ResNet', 'SEBlock',
-           'SEConfig', 'SelectiveKernel', 'SKConfig', 'count_macs', 'count_params', 'DTYPES', 'GATES',
+           'SEConfig', 'SelectiveKernel', 'SKConfig', 'count_macs', 'count_params', 'DTYPES', 'GATES', 'KINDS',
            'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES']

@@ -2,6 +2,8 @@
 
 `config.model.se` fields left at None keep the registered model's own SE settings; `se.enabled`
 (False: the plain baseline, True: SE on a plain net) is resolved by `registry.create` with the rest.
+`se.kind` fills the same slot with another kind of attention (eca, gc, cbam, ...: its own defaults,
+the registered placement and stages), the section's other fields then being that kind's settings.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ and writes per block the mean gate of every channel over the examples of each cl
 examples: excitations.npz (arrays per block), excitations.csv (block, class, channel, mean gate,
 count) and excitations.png (one panel per SE block, as the paper's Figure 6). Give the same config
 and overrides the run was trained with (a sweep member: its overrides, see its train.log).
+
+Every attention kind with one gate per channel sows it the same way and works here (se, ese, eca,
+srm, fca, gc with a 'scale' fusion, cbam's channel gate, ge with global extent); gc with
+gc_fuse='add' and ge with a finite extent have no per-channel gate (docs/reference.md).
 """
 
 from __future__ import annotations
@@ -179,15 +183,17 @@ def run(config, workdir: str, *, classes: str | None = None, out_dir: str | None
                                jnp.float32)
   if not jax.eval_shape(lambda v, x: capture(model, v, x), shapes, image)[1]:  # before any restore or data
     se = {k: v for k, v in config.model.se.items() if v is not None}
-    raise ValueError(f'model {config.model.name!r} with config.model.se={se} has no SE block to analyse; '
-                     'give the config and overrides the run was trained with (an SE model)')
+    raise ValueError(f'model {config.model.name!r} with config.model.se={se} has no SE block or other '
+                     'per-channel attention gate to analyse (gc with gc_fuse=add and ge with ge_extent > 0 '
+                     'have none); give the config and overrides the run was trained with')
   state = evaluation.restore_checkpoint(config, workdir, exp, step=step)
   variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
   split = split or config.data.eval_split
   batches = input_pipeline.eval_iterator(config.data, split=split,
                                          global_batch_size=config.eval.global_batch_size)
   means, counts = class_means(model, variables, batches, num_classes)
-  title = (f'SE gates of {config.model.name} (step {int(state.step)}) on {config.data.name}/{split}: '
+  kind = model.se.kind.upper() if model.se.kind != 'se' else 'SE'
+  title = (f'{kind} gates of {config.model.name} (step {int(state.step)}) on {config.data.name}/{split}: '
            'mean per channel, by class and over all classes')
   return write_outputs(out_dir or os.path.join(workdir, 'excitations'), means, counts, chosen, title)
 

@@ -141,25 +141,45 @@ def _kernel_transform(shape: tuple[int, ...], in_se: bool) -> tuple[tuple[int, .
   return (shape[1], shape[0]), lambda w: w.T  # Linear (out, in)
 
 
+def key_map(variables: Mapping[str, Any], rename: Callable[[tuple[str, ...]], list[str]],
+            dense_is_conv: Callable[[tuple[str, ...]], bool]) -> dict[str, Target]:
+  """torch state-dict key -> Target for every leaf of `variables` (arrays or jax.ShapeDtypeStruct),
+  with the generic leaf names and layout changes; `rename` and `dense_is_conv` as in `Layout`.
+
+  Works for any module whose flax names follow its torch names: a network through its `Layout`,
+  or one attention module alone (`rename=list`, `dense_is_conv=lambda m: True` for timm's
+  attention modules, whose FCs are 1x1 convolutions).
+  """
+  result = {}
+  for (collection, *modules, leaf), value in traverse_util.flatten_dict(dict(variables)).items():
+    if (collection, leaf) not in _LEAVES:
+      raise ValueError(f'no timm equivalent for {collection}/{"/".join(modules)}/{leaf}; '
+                       f'known leaves: {", ".join(f"{c}/{n}" for c, n in _LEAVES)}')
+    shape = tuple(value.shape)
+    timm_shape, to_flax = shape, np.asarray
+    if leaf == 'kernel':
+      timm_shape, to_flax = _kernel_transform(shape, in_se=dense_is_conv(tuple(modules)))
+    key = '.'.join([*rename(tuple(modules)), _LEAVES[collection, leaf]])
+    result[key] = Target(collection, (*modules, leaf), timm_shape, to_flax)
+  return result
+
+
 def timm_key_map(timm_name: str, module: nn.Module, variables: Mapping[str, Any]) -> dict[str, Target]:
   """timm state-dict key -> Target for every leaf of `variables` (arrays or jax.ShapeDtypeStruct).
 
   Keys come out in flax tree order; `num_batches_tracked` buffers are not listed.
   """
   torch_names = layout(timm_name, module)
-  key_map = {}
-  for (collection, *modules, leaf), value in traverse_util.flatten_dict(dict(variables)).items():
-    if (collection, leaf) not in _LEAVES:
-      raise ValueError(f'no timm equivalent for {collection}/{"/".join(modules)}/{leaf}; '
-                       f'known leaves: {", ".join(f"{c}/{n}" for c, n in _LEAVES)}')
-    timm_modules = torch_names.rename(tuple(modules))
-    shape = tuple(value.shape)
-    timm_shape, to_flax = shape, np.asarray
-    if leaf == 'kernel':
-      timm_shape, to_flax = _kernel_transform(shape, in_se=torch_names.dense_is_conv(tuple(modules)))
-    key = '.'.join([*timm_modules, _LEAVES[collection, leaf]])
-    key_map[key] = Target(collection, (*modules, leaf), timm_shape, to_flax)
-  return key_map
+  return key_map(variables, torch_names.rename, torch_names.dense_is_conv)
+
+
+def load(targets: Mapping[str, Target], arrays: Mapping[str, np.ndarray]) -> dict:
+  """flax variables from torch arrays through a key map (shapes checked by the caller)."""
+  flat = {}
+  for k, t in targets.items():
+    array = np.asarray(arrays[k])
+    flat[(t.collection, *t.path)] = jnp.asarray(t.to_flax(array), dtype=_flax_dtype(array.dtype))
+  return traverse_util.unflatten_dict(flat)
 
 
 def _listing(kind: str, items: list[str]) -> str:
@@ -194,7 +214,10 @@ def from_timm(timm_name: str, state_dict: Mapping[str, Any], **overrides) -> tup
 
   `state_dict` values may be numpy arrays or anything with `__array__` (e.g. `tensor.numpy()`).
   num_classes comes from the classifier weight unless given in `overrides`; other overrides
-  (dtype, axis_name, ...) go to `se_flax.models.create`.
+  (dtype, axis_name, ...) go to `se_flax.models.create`. An attention kind timm also has converts
+  the same way: timm's `create_model('resnet50', block_args=dict(attn_layer='eca'))` state dict
+  loads with `from_timm('resnet50', state_dict, attn='eca')` (eca, ese, gc, cbam; timm's 'se' in a
+  plain ResNet rounds to multiples of 8: `se=dict(rounding='divisible8')`).
   """
   _check_name(timm_name)
   arrays = {k: np.asarray(v) for k, v in state_dict.items()}
@@ -205,11 +228,9 @@ def from_timm(timm_name: str, state_dict: Mapping[str, Any], **overrides) -> tup
   # Only shapes are needed; the spatial size is irrelevant to them.
   init = functools.partial(module.init, train=False)
   shapes = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
-  key_map = timm_key_map(timm_name, module, shapes)
-  _check_fit(timm_name, key_map, arrays)
-  flat = {(t.collection, *t.path): jnp.asarray(t.to_flax(arrays[k]), dtype=_flax_dtype(arrays[k].dtype))
-          for k, t in key_map.items()}
-  return module, traverse_util.unflatten_dict(flat)
+  targets = timm_key_map(timm_name, module, shapes)
+  _check_fit(timm_name, targets, arrays)
+  return module, load(targets, arrays)
 
 
 def timm_shapes(timm_name: str, shapes: Mapping[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:

@@ -74,3 +74,14 @@ def make_state_dict(keys_and_shapes: Iterable[tuple[str, Sequence[int]]], seed: 
 def make_inputs(seed: int = INPUT_SEED, size: int = 224, batch: int = 2) -> np.ndarray:
   """Normalised-image-like float32 inputs in NCHW (torch layout); transpose for se_flax."""
   return np.random.default_rng(seed).normal(0.0, 1.0, (batch, 3, size, size)).astype(np.float32)
+
+
+# Attention modules alone (make_attention_golden.py): timm's module on 32 channels, input
+# (2, 32, 3, 5) NCHW from this seed: odd, unequal sides for CBAM's 7x7 padding and GC's softmax.
+ATTENTION_MODULE_INPUT = (2, 32, 3, 5)
+ATTENTION_MODULE_SEED = 5
+
+
+def make_module_input(seed: int = ATTENTION_MODULE_SEED, shape: tuple[int, ...] = ATTENTION_MODULE_INPUT) -> np.ndarray:
+  """N(0, 1) float32 input of an attention module, NCHW."""
+  return np.random.default_rng(seed).normal(0.0, 1.0, shape).astype(np.float32)
