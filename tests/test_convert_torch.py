@@ -39,11 +39,14 @@ def _logits(module, variables, images):
     ('senet154', 68),  # timm layout, 3x3 strided projection, cardinality 64
     ('legacy_seresnet50', 64),  # stride on the first 1x1
     ('legacy_seresnext26_32x4d', 64),
+    ('mobilenetv1_100', 68),  # stride-2 depthwise convs on 34, 17, 9, 5 (odd) maps
+    ('vgg16_bn', 260),  # fc6 (7x7) slides over an 8x8 map: 2x2 outputs averaged; 65 -> 32 floor-mode pool
 ])
 def test_matches_live_timm(name, size):
   model = timm.create_model(name, pretrained=False).eval()
   keys = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-  state_dict = {k: torch.from_numpy(v) for k, v in weights.make_state_dict(keys, seed=3).items()}
+  state_dict = {k: torch.from_numpy(v)
+                for k, v in weights.make_state_dict(keys, seed=3, **weights.draw_options(name)).items()}
   model.load_state_dict(state_dict, strict=True)
   images = weights.make_inputs(seed=4, size=size)
   with torch.no_grad():

@@ -3,9 +3,13 @@ and the building blocks."""
 
 from se_flax.models.factory import DTYPES, check_gate_init, from_config
 from se_flax.models.flops import count_macs, count_params
+from se_flax.models.mobilenet import MobileNetV1
 from se_flax.models.registry import ModelSpec, create, names, spec
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import GATES, PLACEMENTS, ROUNDINGS, SQUEEZES, SEBlock, SEConfig
+from se_flax.models.shufflenet import ShuffleNetV1
+from se_flax.models.vgg import VGG
 
 __all__ = ['create', 'from_config', 'check_gate_init', 'names', 'spec', 'ModelSpec', 'ResNet', 'SEBlock',
-           'SEConfig', 'count_macs', 'count_params', 'DTYPES', 'GATES', 'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES']
+           'SEConfig', 'count_macs', 'count_params', 'DTYPES', 'GATES', 'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES',
+           'VGG', 'MobileNetV1', 'ShuffleNetV1']

@@ -61,7 +61,13 @@ TIMM_NAMES = (
     'legacy_seresnet152', 'resnext50_32x4d', 'resnext101_32x4d', 'resnet26d', 'seresnext26d_32x4d',
     'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnext26_32x4d', 'legacy_seresnext50_32x4d',
     'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
+    'vgg16_bn', 'mobilenetv1_100',
 )
+
+# Registry names without a timm model whose network is a timm model's plus SE: weights of that
+# timm model (a file or hub id given for the SE name, e.g. `config.init_from`) load into it, the
+# SE parameters starting fresh.
+TIMM_BASELINES = {'se_vgg16_bn': 'vgg16_bn', 'se_mobilenetv1_100': 'mobilenetv1_100'}
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for those names
 # (`timm.list_pretrained(name)`, `get_pretrained_cfg(tag)`: input_size, crop_pct, test_input_size,
@@ -150,8 +156,13 @@ _ROWS = (
     ('legacy_seresnext101_32x4d.in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.23),
     ('senet154.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 81.226),
     ('legacy_senet154.in1k', 224, 0.875, 224, 0.875, 'bilinear', 81.308),
+    # vgg16_bn: results-imagenet.csv as above. mobilenetv1_100 (not in that csv): timm's README
+    # (MobileNet-V1 baselines, ra4 weights), 76.094 at 256 px (75.382 at 224).
+    ('vgg16_bn.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 73.37),
+    ('mobilenetv1_100.ra4_e3600_r224_in1k', 224, 0.875, 256, 0.95, 'bicubic', 76.094),
 )
-_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+             'mobilenetv1_100.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 # Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files.
 _V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
@@ -184,6 +195,7 @@ DEFAULT_TAGS = {
     'legacy_seresnext50_32x4d': 'legacy_seresnext50_32x4d.in1k',
     'legacy_seresnext101_32x4d': 'legacy_seresnext101_32x4d.in1k', 'senet154': 'senet154.gluon_in1k',
     'legacy_senet154': 'legacy_senet154.in1k',
+    'vgg16_bn': 'vgg16_bn.tv_in1k', 'mobilenetv1_100': 'mobilenetv1_100.ra4_e3600_r224_in1k',
 }
 
 # The tags the model table quotes (torchvision's where timm has them, as the paper compares with
@@ -194,6 +206,7 @@ _QUOTED = {
     'resnet152': ('tv',), 'seresnet50': ('ra2',), 'resnext50_32x4d': ('tv',), 'seresnext26d_32x4d': ('bt',),
     'seresnext50_32x4d': ('racm',), 'seresnext101_32x4d': ('gluon',), 'senet154': ('gluon',),
     **{name: ('',) for name in TIMM_NAMES if name.startswith('legacy_')},
+    'vgg16_bn': ('tv',), 'mobilenetv1_100': ('ra4_e3600_r224',),
 }
 _PAPER = {
     'resnet50': 'paper baseline 75.20', 'seresnet50': 'paper 76.71', 'legacy_seresnet50': 'paper 76.71',
@@ -204,6 +217,10 @@ _PAPER = {
     'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
     'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
     'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
+    # Table 2 (VGG-16 with BN) and Table 3 (mobile networks): 100 - top-1 error.
+    'vgg16_bn': 'paper baseline 72.98', 'se_vgg16_bn': 'paper 74.78',
+    'mobilenetv1_100': 'paper baseline 71.60', 'se_mobilenetv1_100': 'paper 74.70',
+    'shufflenet_v1_g3': 'paper baseline 67.40', 'se_shufflenet_v1_g3': 'paper 69.00',
 }
 
 

@@ -12,6 +12,9 @@ timm key and nothing is silently left at its initial value. Two timm layouts:
   legacy (`senet.py`, names `legacy_*`): layer0.{conv,bn}{1,2,3}.*, layer1.0.se_module.fc{1,2}.*,
     layer1.0.downsample.{0,1}.*, last_linear.*.
 
+Other families: vgg16_bn (`_vgg_layout`: features.{i}.*, pre_logits.fc{1,2}.*, head.fc.*) and
+mobilenetv1_100 (`_mobilenet_layout`: conv_stem.*, bn1.*, blocks.{S}.{B}.*, classifier.*).
+
 Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)); Linear (out, in)
 -> Dense (in, out); SE fc 1x1 conv (out, in, 1, 1) -> Dense (in, out). BatchNorm weight -> scale,
 running_mean/var -> batch_stats mean/var; `num_batches_tracked` is accepted and ignored.
@@ -98,10 +101,44 @@ def _resnet_layout(timm_name: str, module: nn.Module) -> Layout:
   return Layout(rename, head)
 
 
+def _vgg_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's vgg.py: `features.{i}` numbers conv, BN, ReLU of every conv and a max-pool after every
+  stage in one nn.Sequential; fc6/fc7 are `pre_logits.fc{1,2}` (ConvMlp), the classifier `head.fc`."""
+  del timm_name
+  names, index = {}, 0
+  for stage, num_convs in enumerate(module.stage_sizes):
+    for j in range(num_convs):
+      block = f'conv{stage + 1}_{j + 1}'
+      names[block, 'conv'], names[block, 'bn'] = f'features.{index}', f'features.{index + 1}'
+      index += 3  # conv, bn, relu
+    index += 1  # max-pool
+  names.update({('fc6',): 'pre_logits.fc1', ('fc7',): 'pre_logits.fc2', ('fc',): 'head.fc'})
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    for size in (2, 1):
+      if tuple(modules[:size]) in names:
+        return [names[tuple(modules[:size])], *modules[size:]]
+    return list(modules)
+
+  return Layout(rename, 'head.fc.weight')
+
+
+def _mobilenet_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's efficientnet.py (MobileNet v1): conv_stem, bn1, blocks.{S}.{B}.{conv_dw,bn1,conv_pw,bn2},
+  classifier: the se_flax names with blocks_S_B -> blocks.S.B and fc -> classifier."""
+  del timm_name, module
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    return ['classifier' if m == 'fc' else re.sub(r'^blocks_(\d+)_(\d+)$', r'blocks.\1.\2', m) for m in modules]
+
+  return Layout(rename, 'classifier.weight')
+
+
 # timm name -> Layout builder (timm_name, module) -> Layout. Every name in TIMM_NAMES has one.
 LAYOUTS: dict[str, Callable[[str, nn.Module], Layout]] = {
     name: _resnet_layout for name in TIMM_NAMES
 }
+LAYOUTS.update({'vgg16_bn': _vgg_layout, 'mobilenetv1_100': _mobilenet_layout})
 
 
 def layout(timm_name: str, module: nn.Module | None = None) -> Layout:

@@ -1,6 +1,8 @@
 """Regenerate the timm golden files used by tests/test_convert.py (needs torch + timm, no jax).
 
-    python tests/golden/make_golden.py   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
+    python tests/golden/make_golden.py [NAME ...]   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
+
+Names (default: all of weights.GOLDEN_SIZES) regenerate only those files.
 
 For each name: the timm state-dict key list (keys/<name>.json) and timm's eval-mode logits on
 synthetic weights and inputs (logits/<name>.npy). The weights are not stored; both sides
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import timm
@@ -23,9 +26,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 REFERENCE_PARAMS = {
     'legacy_senet154': 115_088_984,
     'legacy_seresnet18': 11_778_592,
+    'mobilenetv1_100': 4_231_976,
     'seresnet50': 28_088_024,
     'seresnext26d_32x4d': 16_809_512,
     'seresnext50_32x4d': 27_559_896,
+    'vgg16_bn': 138_365_992,
 }
 
 
@@ -48,7 +53,8 @@ def golden(name: str, size: int) -> None:
   if params != REFERENCE_PARAMS[name]:
     raise SystemExit(f'{name}: timm has {params:,} parameters, the reference table says {REFERENCE_PARAMS[name]:,}')
   keys = write_keys(name, model.state_dict())
-  state_dict = {k: torch.from_numpy(v) for k, v in weights.make_state_dict(keys, weights.WEIGHT_SEED).items()}
+  state_dict = {k: torch.from_numpy(v)
+                for k, v in weights.make_state_dict(keys, weights.WEIGHT_SEED, **weights.draw_options(name)).items()}
   model.load_state_dict(state_dict, strict=True)
   model.eval()
   x = torch.from_numpy(weights.make_inputs(weights.INPUT_SEED, size))
@@ -60,15 +66,19 @@ def golden(name: str, size: int) -> None:
         f'float32 vs float64 rel L2 {rel_l2(logits, logits64):.2e}')
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+  unknown = sorted(set(names) - set(weights.GOLDEN_SIZES))
+  if unknown:
+    raise SystemExit(f'no golden size for {", ".join(unknown)}; known: {", ".join(weights.GOLDEN_SIZES)}')
   torch.set_grad_enabled(False)
   (HERE / 'keys').mkdir(exist_ok=True)
   (HERE / 'logits').mkdir(exist_ok=True)
   print(f'timm {timm.__version__}, torch {torch.__version__}, '
         f'weight seed {weights.WEIGHT_SEED}, input seed {weights.INPUT_SEED}')
   for name, size in weights.GOLDEN_SIZES.items():
-    golden(name, size)
+    if not names or name in names:
+      golden(name, size)
 
 
 if __name__ == '__main__':
-  main()
+  main(sys.argv[1:])
