@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.momentum = 0.9
   config.optim.weight_decay = 1e-4
   config.optim.decay_bn_and_bias = False  # False: no weight decay on BatchNorm and bias parameters
+  config.optim.decay_exclude = ()  # globs over parameter paths kept out of weight decay, e.g. ('*/conv_dw/kernel',)
   config.optim.b1 = 0.9  # adamw
   config.optim.b2 = 0.999  # adamw
   config.optim.label_smoothing = 0.0
