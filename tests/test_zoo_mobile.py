@@ -53,7 +53,7 @@ def _n(name: str, se=...) -> int:
 def _se_blocks(params) -> dict[str, int]:
   """'path/to/block' -> SE width (channels it scales) for every SE unit in a params tree."""
   flat = trees.flatten(params)
-  return {k[:-len('/se/fc2/bias')]: v.shape[0] for k, v in flat.items() if k.endswith('/se/fc2/bias')}
+  return {k[:-len('/se/fc2/kernel')]: v.shape[-1] for k, v in flat.items() if k.endswith('/se/fc2/kernel')}
 
 
 def _se_params(widths, r=16) -> int:
