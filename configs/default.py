@@ -52,7 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
   # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.weights.pretrained`
-  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name), or another
+  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name; of its timm
+  # baseline for se_vgg16_bn and se_mobilenetv1_100, whose SE units then start fresh), or another
   # se_flax workdir (its newest checkpoint) / one of its checkpoints/<step> directories.
   config.init_from = ''
   # Globs over parameter paths ('fc/*', '*/se/*', 'layer4_*') kept at their fresh init.

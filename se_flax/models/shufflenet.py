@@ -5,18 +5,20 @@ conv (24 channels, BN, ReLU) and a 3x3/2 max-pool, then three stages (the paper'
 ShuffleNet units, global average pooling and the classifier. A unit's residual branch: 1x1 group
 conv to a bottleneck of a quarter of the stage width, BN, ReLU, channel shuffle, 3x3 depthwise
 conv (stride 2 in a stage's first unit), BN, 1x1 group conv, BN. A stride-1 unit adds the input
-and applies ReLU; a stride-2 unit concatenates a 3x3/2 average-pooled shortcut (padding 1, zeros
-counted, as PyTorch's default and the paper's Caffe-era pooling) with the branch, whose 1x1 conv
-then outputs the stage width minus the input width, and applies ReLU. The first pointwise conv
-of Stage2 is not grouped (its input has only 24 channels). g = 3 gives widths 240/480/960 and
-4/8/4 units: 140 MFLOPs (multiply-adds) in the paper's Table 2.
+and applies ReLU; a stride-2 unit concatenates a 3x3/2 average-pooled shortcut (padding 1, padded
+zeros counted in the mean: PyTorch's AvgPool2d default) with the branch, whose 1x1 conv then
+outputs the stage width minus the input width, and applies ReLU. The first pointwise conv of
+Stage2 is not grouped (its input has only 24 channels). g = 3 gives widths 240/480/960 and 4/8/4
+units: 140 MFLOPs (multiply-adds) in the paper's Table 2; 137.5M counted here (convolutions and
+the classifier), 1.87M parameters.
 
 SE (Hu et al., Table 3, "constructed by following similar schemes"): no definition is public. This
 implementation reads it as in the residual networks of the paper: SE on the residual branch after
 its last BN, before the addition or the concatenation (placement 'standard'), so that in stride-2
-units it recalibrates the branch's channels only. With r = 16 that adds 0.61M parameters to 1.87M,
-the paper's 1.8M -> 2.4M (SE on the concatenated output would add 0.72M). Placements 'pre', 'post',
-'identity' and 'after_3x3' (after the depthwise conv's BN) are as in the ResNets.
+units it recalibrates the branch's channels only. With r = 16 that gives 1.87M -> 2.48M parameters,
+the paper's 1.8M -> 2.4M cut to one decimal (SE on each unit's output, placement 'post', would give
+2.59M). Placements 'pre', 'post', 'identity' and 'after_3x3' (after the depthwise conv's BN) are
+as in the ResNets.
 
 Parameter names: conv1, bn1, stage{2,3,4}_{B}/{conv_pw1, bn1, conv_dw, bn2, conv_pw2, bn3, se}, fc.
 """
