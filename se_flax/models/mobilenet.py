@@ -5,8 +5,8 @@ resolution halves), BN, activation, a 1x1 pointwise conv, BN, activation. timm's
 activations, stage groups by resolution (blocks 1, 2, 2, 6, 2 at 112, 56, 28, 14, 7 px for a 224
 input: the first group keeps the stem's resolution), global average pooling, the classifier.
 
-SE (Hu et al., Table 3): the SE-MobileNet prototxt the authors posted (hujie-frank/SENet, issue
-#64) scales the output of each block's pointwise conv (after its BN and activation), i.e. the end
+SE (Hu et al., Table 3): the SE-MobileNet prototxt the authors posted (GitHub hujie-frank/SENet,
+thread #64) scales the output of each block's pointwise conv (after its BN and activation), i.e. the end
 of every depthwise-separable block: placement 'standard'. Placement 'after_3x3' puts it after the
 depthwise conv instead (where MobileNet v3 / EfficientNet and timm's DepthwiseSeparableConv have it).
 The stem has none. `se.stages` has one entry per resolution group.
