@@ -66,7 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
   # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.weights.pretrained`
-  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name), or another
+  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name; of its timm
+  # baseline for se_vgg16_bn and se_mobilenetv1_100, whose SE units then start fresh), or another
   # se_flax workdir (its newest checkpoint) / one of its checkpoints/<step> directories.
   config.init_from = ''
   # Globs over parameter paths ('fc/*', '*/se/*', 'layer4_*') kept at their fresh init.
@@ -84,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.momentum = 0.9
   config.optim.weight_decay = 1e-4
   config.optim.decay_bn_and_bias = False  # False: no weight decay on BatchNorm and bias parameters
+  config.optim.decay_exclude = ()  # globs over parameter paths kept out of weight decay, e.g. ('*/conv_dw/kernel',)
   config.optim.b1 = 0.9  # adamw
   config.optim.b2 = 0.999  # adamw
   config.optim.label_smoothing = 0.0

@@ -9,7 +9,7 @@ on, the optimiser state does not) leaves the applied learning rate equal to the 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import flax
 import jax
@@ -82,10 +82,26 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: 
   return optax.join_schedules([ramp, main], [warmup])
 
 
-def decay_mask(params) -> dict:
-  """True for parameters that get weight decay: kernels only, unless decay_bn_and_bias is set."""
+def decay_mask(params, exclude: Sequence[str] = (), kernels_only: bool = True) -> dict:
+  """True for parameters that get weight decay: kernels (every parameter with kernels_only=False,
+  i.e. optim.decay_bn_and_bias), less those whose path matches a glob of `exclude`
+  (optim.decay_exclude, e.g. '*/conv_dw/kernel': MobileNet's depthwise filters)."""
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
+  return flax.traverse_util.unflatten_dict(
+      {k: (k[-1] == 'kernel' or not kernels_only) and not trees.matches('/'.join(('params', *k)), exclude)
+       for k in flat})
+
+
+def check_decay_exclude(patterns, variable_paths) -> None:
+  """optim.decay_exclude must be a tuple of globs, each matching some parameter ('params/...' paths)."""
+  if not isinstance(patterns, (tuple, list)) or not all(isinstance(p, str) and p for p in patterns):
+    raise ValueError(f'optim.decay_exclude={patterns!r} must be a tuple of non-empty glob strings, '
+                     "e.g. ('*/conv_dw/kernel',)")
+  params = [k for k in variable_paths if k.startswith('params/')]
+  for p in patterns:
+    if not any(trees.matches(k, (p,)) for k in params):
+      raise ValueError(f'optim.decay_exclude glob {p!r} matches no parameter (paths look like '
+                       f'{params[0].split("/", 1)[1]}, {params[-1].split("/", 1)[1]})')
 
 
 def param_labels(params, head: tuple[str, ...] = ('fc/*',)) -> dict:
@@ -171,7 +187,9 @@ def _single_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule,
   opt = config.optim
   if opt.name not in OPTIMIZERS:
     raise ValueError(f'optim.name={opt.name!r} is not one of {", ".join(OPTIMIZERS)}')
-  mask = None if opt.decay_bn_and_bias else decay_mask
+  exclude = tuple(opt.get('decay_exclude') or ())
+  mask = (None if opt.decay_bn_and_bias and not exclude else
+          functools.partial(decay_mask, exclude=exclude, kernels_only=not opt.decay_bn_and_bias))
   scale = scale_by_step_schedule(lr_fn, count_offset)
   if opt.name == 'adamw':  # optax.adamw's chain
     return optax.chain(optax.scale_by_adam(b1=opt.b1, b2=opt.b2),

@@ -72,6 +72,9 @@ def validate_config(config: ml_collections.ConfigDict, *, resuming: bool = False
   channels = input_pipeline.get_spec(config.data.name).image_shape[-1]
   init_from.validate(config, model, (config.data.image_size, config.data.image_size, channels),
                     resuming=resuming)  # init_from (unless resuming), finetune
+  if config.optim.get('decay_exclude'):
+    optim.check_decay_exclude(config.optim.decay_exclude, init_from.variable_shapes(
+        model, (config.data.image_size, config.data.image_size, channels)))
   if config.optim.name not in optim.OPTIMIZERS:
     raise ValueError(f'optim.name={config.optim.name!r} is not one of {", ".join(optim.OPTIMIZERS)}')
   if config.schedule.name not in optim.SCHEDULES:

@@ -34,7 +34,7 @@ def _keys(name: str) -> list[tuple[str, list[int]]]:
 @functools.lru_cache(maxsize=1)
 def _state_dict(name: str) -> dict[str, np.ndarray]:
   """The golden synthetic state dict (cached: several tests start from legacy_seresnet18's)."""
-  return weights.make_state_dict(_keys(name), weights.WEIGHT_SEED)
+  return weights.make_state_dict(_keys(name), weights.WEIGHT_SEED, **weights.draw_options(name))
 
 
 @functools.partial(jax.jit, static_argnums=0)

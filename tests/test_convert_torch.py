@@ -42,11 +42,14 @@ def _logits(module, variables, images):
     ('ecaresnetlight', 68),  # 7x7 stem with the avg-down shortcut, ECA with 5 and 7 taps
     ('ecaresnet26t', 68),  # tiered stem, ECA
     ('skresnet34', 68),  # selective kernel with the input split, 3-4-6-3 basic blocks
+    ('mobilenetv1_100', 68),  # stride-2 depthwise convs on 34, 17, 9, 5 (odd) maps
+    ('vgg16_bn', 260),  # fc6 (7x7) slides over an 8x8 map: 2x2 outputs averaged; 65 -> 32 floor-mode pool
 ])
 def test_matches_live_timm(name, size):
   model = timm.create_model(name, pretrained=False).eval()
   keys = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-  state_dict = {k: torch.from_numpy(v) for k, v in weights.make_state_dict(keys, seed=3).items()}
+  state_dict = {k: torch.from_numpy(v)
+                for k, v in weights.make_state_dict(keys, seed=3, **weights.draw_options(name)).items()}
   model.load_state_dict(state_dict, strict=True)
   images = weights.make_inputs(seed=4, size=size)
   with torch.no_grad():

@@ -63,7 +63,13 @@ TIMM_NAMES = (
     'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
     'seresnext26t_32x4d', 'skresnet18', 'skresnet34', 'skresnext50_32x4d',
     'ecaresnet26t', 'ecaresnet50d', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight',
+    'vgg16_bn', 'mobilenetv1_100',
 )
+
+# Registry names without a timm model whose network is a timm model's plus SE: weights of that
+# timm model (a file or hub id given for the SE name, e.g. `config.init_from`) load into it, the
+# SE parameters starting fresh.
+TIMM_BASELINES = {'se_vgg16_bn': 'vgg16_bn', 'se_mobilenetv1_100': 'mobilenetv1_100'}
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for those names
 # (`timm.list_pretrained(name)`, `get_pretrained_cfg(tag)`: input_size, crop_pct, test_input_size,
@@ -164,8 +170,13 @@ _ROWS = (
     ('ecaresnet50t.ra2_in1k', 256, 0.875, 320, 0.95, 'bicubic', 82.352),
     ('ecaresnet101d.miil_in1k', 224, 0.875, 288, 0.95, 'bicubic', 82.984),
     ('ecaresnetlight.miil_in1k', 224, 0.875, 288, 0.95, 'bicubic', 81.408),
+    # vgg16_bn: results-imagenet.csv as above. mobilenetv1_100 (not in that csv): timm's README
+    # (MobileNet-V1 baselines, ra4 weights), 76.094 at 256 px (75.382 at 224).
+    ('vgg16_bn.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 73.37),
+    ('mobilenetv1_100.ra4_e3600_r224_in1k', 224, 0.875, 256, 0.95, 'bicubic', 76.094),
 )
-_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+             'mobilenetv1_100.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 # Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files.
 _V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
@@ -203,6 +214,7 @@ DEFAULT_TAGS = {
     'ecaresnet26t': 'ecaresnet26t.ra2_in1k', 'ecaresnet50d': 'ecaresnet50d.miil_in1k',
     'ecaresnet50t': 'ecaresnet50t.ra2_in1k', 'ecaresnet101d': 'ecaresnet101d.miil_in1k',
     'ecaresnetlight': 'ecaresnetlight.miil_in1k',
+    'vgg16_bn': 'vgg16_bn.tv_in1k', 'mobilenetv1_100': 'mobilenetv1_100.ra4_e3600_r224_in1k',
 }
 
 # The tags the model table quotes (torchvision's where timm has them, as the paper compares with
@@ -216,6 +228,7 @@ _QUOTED = {
     'seresnext26t_32x4d': ('bt',), 'skresnet18': ('ra',), 'skresnet34': ('ra',), 'skresnext50_32x4d': ('ra',),
     'ecaresnet26t': ('ra2',), 'ecaresnet50d': ('miil',), 'ecaresnet50t': ('ra2',), 'ecaresnet101d': ('miil',),
     'ecaresnetlight': ('miil',),
+    'vgg16_bn': ('tv',), 'mobilenetv1_100': ('ra4_e3600_r224',),
 }
 _PAPER = {
     'resnet50': 'paper baseline 75.20', 'seresnet50': 'paper 76.71', 'legacy_seresnet50': 'paper 76.71',
@@ -229,6 +242,10 @@ _PAPER = {
     # SKNet-50 of Li et al. (arXiv 1903.06586, Table 2: 20.79% top-1 error at 224 px), the network
     # timm's skresnext50_32x4d reproduces (docs/reference.md, 'Channel-attention ResNets').
     'skresnext50_32x4d': 'SKNet paper 79.21',
+    # Table 2 (VGG-16 with BN) and Table 3 (mobile networks): 100 - top-1 error.
+    'vgg16_bn': 'paper baseline 72.98', 'se_vgg16_bn': 'paper 74.78',
+    'mobilenetv1_100': 'paper baseline 71.60', 'se_mobilenetv1_100': 'paper 74.70',
+    'shufflenet_v1_g3': 'paper baseline 67.40', 'se_shufflenet_v1_g3': 'paper 69.00',
 }
 
 

@@ -13,9 +13,12 @@ from typing import Any, Mapping
 import flax.linen as nn
 
 from se_flax.models.facts import ModelFacts, facts
+from se_flax.models.mobilenet import MobileNetV1
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import KINDS, SEConfig
 from se_flax.models.selective_kernel import SKConfig
+from se_flax.models.shufflenet import ShuffleNetV1
+from se_flax.models.vgg import VGG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +260,38 @@ def _register_attention_nets() -> None:
              zero_init_last_bn=False)
   register('skresnext50_32x4d', input_size=224, description='SK-ResNeXt-50 32x4d (SKNet-50)',
            stage_sizes=_DEPTHS[50][1], selective_kernel=_SK_RESNEXT, zero_init_last_bn=False, **resnext)
+# The paper's other architectures (Tables 2-3): VGG-16 with BN (SE after each conv's ReLU),
+# MobileNet v1 (SE at the end of each depthwise-separable block) and ShuffleNet v1 1x, g = 3 (SE
+# on each unit's residual branch). SE as the paper and its Caffe models: r = 16, C // r, FC biases.
+# Tiny variants (32 px, 10 classes) for tests and digits runs; se=None gives their baselines.
+
+_PAPER_SE = SEConfig(reduction=16, rounding='floor')
+_TINY_SE = SEConfig(reduction=4, rounding='floor')
+
+
+def _register_vgg() -> None:
+  # Dropout 0.5 after fc6 and before the classifier: the VGG paper's and torchvision's training setting.
+  for prefix, se in (('', None), ('se_', _PAPER_SE)):
+    register(f'{prefix}vgg16_bn', input_size=224, module=VGG, se=se, drop_rate=0.5, stage_sizes=(2, 2, 3, 3, 3),
+             widths=(64, 128, 256, 512, 512), description=f'{"SE-" if se else ""}VGG-16 with BatchNorm (timm vgg16_bn layout)')
+  register('se_vgg_tiny', input_size=32, module=VGG, se=_TINY_SE, stage_sizes=(1, 1, 1), widths=(8, 16, 32),
+           head_width=32, head_kernel=2, num_classes=10, description='tiny SE-VGG-BN for tests')
+
+
+def _register_mobilenet() -> None:
+  for prefix, se in (('', None), ('se_', _PAPER_SE)):
+    register(f'{prefix}mobilenetv1_100', input_size=224, module=MobileNetV1, se=se, stage_sizes=(1, 2, 2, 6, 2),
+             widths=(64, 128, 256, 512, 1024), description=f'{"SE-" if se else ""}MobileNet v1 1.0 (timm mobilenetv1_100 layout, ReLU6)')
+  register('se_mobilenet_tiny', input_size=32, module=MobileNetV1, se=_TINY_SE, stage_sizes=(1, 1, 1),
+           widths=(16, 32, 64), stem_width=8, num_classes=10, description='tiny SE-MobileNet v1 for tests')
+
+
+def _register_shufflenet() -> None:
+  for prefix, se in (('', None), ('se_', _PAPER_SE)):
+    register(f'{prefix}shufflenet_v1_g3', input_size=224, module=ShuffleNetV1, se=se, groups=3,
+             stage_sizes=(4, 8, 4), widths=(240, 480, 960), description=f'{"SE-" if se else ""}ShuffleNet v1 1x, g = 3 (Zhang et al. 2018)')
+  register('se_shufflenet_tiny', input_size=32, module=ShuffleNetV1, se=_TINY_SE, groups=3, stage_sizes=(1, 1, 1),
+           widths=(24, 48, 96), stem_width=12, num_classes=10, description='tiny SE-ShuffleNet v1 for tests')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,4 +312,7 @@ def _register_tiny() -> None:
 _register_imagenet()
 _register_cifar()
 _register_attention_nets()
+_register_vgg()
+_register_mobilenet()
+_register_shufflenet()
 _register_tiny()

@@ -15,6 +15,9 @@ timm key and nothing is silently left at its initial value. Three timm layouts:
     layer1.0.conv1.bn.*) and the selective-kernel conv holds layer1.0.conv2.paths.{i}.{conv,bn}.* and
     layer1.0.conv2.attn.{fc_reduce,bn,fc_select}.* (basic blocks: conv1).
 
+Other families: vgg16_bn (`_vgg_layout`: features.{i}.*, pre_logits.fc{1,2}.*, head.fc.*) and
+mobilenetv1_100 (`_mobilenet_layout`: conv_stem.*, bn1.*, blocks.{S}.{B}.*, classifier.*).
+
 Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)), 1D conv OIW -> WIO
 (ECA); Linear (out, in)
 -> Dense (in, out); SE fc 1x1 conv (out, in, 1, 1) -> Dense (in, out). BatchNorm weight -> scale,
@@ -115,11 +118,45 @@ def _sk_resnet_layout(timm_name: str, module: nn.Module) -> Layout:
   return Layout(rename, resnet.head, dense_is_conv=lambda modules: 'se' in modules or 'attn' in modules)
 
 
+def _vgg_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's vgg.py: `features.{i}` numbers conv, BN, ReLU of every conv and a max-pool after every
+  stage in one nn.Sequential; fc6/fc7 are `pre_logits.fc{1,2}` (ConvMlp), the classifier `head.fc`."""
+  del timm_name
+  names, index = {}, 0
+  for stage, num_convs in enumerate(module.stage_sizes):
+    for j in range(num_convs):
+      block = f'conv{stage + 1}_{j + 1}'
+      names[block, 'conv'], names[block, 'bn'] = f'features.{index}', f'features.{index + 1}'
+      index += 3  # conv, bn, relu
+    index += 1  # max-pool
+  names.update({('fc6',): 'pre_logits.fc1', ('fc7',): 'pre_logits.fc2', ('fc',): 'head.fc'})
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    for size in (2, 1):
+      if tuple(modules[:size]) in names:
+        return [names[tuple(modules[:size])], *modules[size:]]
+    return list(modules)
+
+  return Layout(rename, 'head.fc.weight')
+
+
+def _mobilenet_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's efficientnet.py (MobileNet v1): conv_stem, bn1, blocks.{S}.{B}.{conv_dw,bn1,conv_pw,bn2},
+  classifier: the se_flax names with blocks_S_B -> blocks.S.B and fc -> classifier."""
+  del timm_name, module
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    return ['classifier' if m == 'fc' else re.sub(r'^blocks_(\d+)_(\d+)$', r'blocks.\1.\2', m) for m in modules]
+
+  return Layout(rename, 'classifier.weight')
+
+
 # timm name -> Layout builder (timm_name, module) -> Layout. Every name in TIMM_NAMES has one.
 LAYOUTS: dict[str, Callable[[str, nn.Module], Layout]] = {
     name: _resnet_layout for name in TIMM_NAMES
 }
 LAYOUTS.update({name: _sk_resnet_layout for name in ('skresnet18', 'skresnet34', 'skresnext50_32x4d')})
+LAYOUTS.update({'vgg16_bn': _vgg_layout, 'mobilenetv1_100': _mobilenet_layout})
 
 
 def layout(timm_name: str, module: nn.Module | None = None) -> Layout:

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from se_flax import checkpointing
+from se_flax.models import facts
 from se_flax.trees import flatten, matches  # noqa: F401 (matches: the init_skip/head globs)
 from se_flax.weights import convert
 from se_flax.weights import pretrained
@@ -117,15 +118,23 @@ def _is_file(init_from: str) -> bool:
   return init_from.endswith('.safetensors') or os.path.isfile(init_from)
 
 
+def _timm_name(model_name: str) -> str:
+  """The timm model whose weights a file or hub id given for `model_name` holds: the model itself,
+  or, for an SE network built on a timm model (se_vgg16_bn), that model (facts.TIMM_BASELINES):
+  its weights load and the SE parameters start fresh."""
+  return facts.TIMM_BASELINES.get(model_name, model_name)
+
+
 def _name_for(init_from: str, model_name: str) -> str | None:
   """The model name `pretrained.resolve` is given: a file, or a hub id outside the tag table whose
-  repo name is no timm model name, holds model.name's weights; a tag names its own model."""
+  repo name is no timm model name, holds model.name's weights (or its timm baseline's); a tag
+  names its own model."""
   if _is_file(init_from):
-    return model_name
+    return _timm_name(model_name)
   if init_from.startswith(pretrained.HUB_PREFIX):
     tag = init_from[len(pretrained.HUB_PREFIX):].split('/', 1)[-1]
     if tag not in pretrained.TAGS and tag.split('.', 1)[0] not in convert.TIMM_NAMES:
-      return model_name
+      return _timm_name(model_name)
   return None
 
 
@@ -312,7 +321,7 @@ def _validate_source(init_from: str, model_name: str) -> None:
   if os.sep in init_from and not init_from.startswith(pretrained.HUB_PREFIX) and not os.path.exists(init_from):
     raise ValueError(f'init_from={init_from!r}: no such workdir or file')
   name = _name_for(init_from, model_name)
-  if name is not None and model_name not in convert.TIMM_NAMES:
+  if name is not None and name not in convert.TIMM_NAMES:
     raise ValueError(f'init_from={init_from!r} is read as timm weights of model.name={model_name!r}, which '
                      f'has no timm converter; timm names: {", ".join(convert.TIMM_NAMES)}')
   try:

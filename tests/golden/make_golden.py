@@ -2,6 +2,8 @@
 
     python tests/golden/make_golden.py [NAME ...]   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
 
+Names (default: all of weights.GOLDEN_SIZES) regenerate only those files.
+
 For each name of weights.GOLDEN_SIZES: the timm state-dict key list (keys/<name>.json) and timm's
 eval-mode logits on synthetic weights and inputs (logits/<name>.npy). The weights are not stored;
 both sides rebuild them from the key list and the seed with weights.py. For the names of KEYS_ONLY,
@@ -26,6 +28,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 REFERENCE_PARAMS = {
     'legacy_senet154': 115_088_984,
     'legacy_seresnet18': 11_778_592,
+    'mobilenetv1_100': 4_231_976,
     'seresnet50': 28_088_024,
     'seresnext26d_32x4d': 16_809_512,
     'seresnext50_32x4d': 27_559_896,
@@ -38,6 +41,7 @@ REFERENCE_PARAMS = {
     'ecaresnet50t': 25_573_814,
     'ecaresnet101d': 44_568_563,
     'ecaresnetlight': 30_162_046,
+    'vgg16_bn': 138_365_992,
 }
 # Names whose converter is checked by key-list fit and parameter count only (no logits stored).
 KEYS_ONLY = ('skresnet34', 'ecaresnet26t', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight')
@@ -62,7 +66,8 @@ def golden(name: str, size: int) -> None:
   if params != REFERENCE_PARAMS[name]:
     raise SystemExit(f'{name}: timm has {params:,} parameters, the reference table says {REFERENCE_PARAMS[name]:,}')
   keys = write_keys(name, model.state_dict())
-  state_dict = {k: torch.from_numpy(v) for k, v in weights.make_state_dict(keys, weights.WEIGHT_SEED).items()}
+  state_dict = {k: torch.from_numpy(v)
+                for k, v in weights.make_state_dict(keys, weights.WEIGHT_SEED, **weights.draw_options(name)).items()}
   model.load_state_dict(state_dict, strict=True)
   model.eval()
   x = torch.from_numpy(weights.make_inputs(weights.INPUT_SEED, size))

@@ -26,9 +26,15 @@ INPUT_SEED = 1
 # even map (26), where its dilation-2 branch pads 2 on both sides and flax 'SAME' would pad 1 and 2;
 # the tiered stem sees the deep stem's sizes. Legacy layout, 192 px: stem 192 -> 96, and the ceil-mode
 # max-pool gives 48 where floor mode gives 47; stages then see 48, 24, 12 (padding).
+# vgg16_bn, 196 px: the 2x2 max-pools see 196, 98, 49 (odd: floor mode drops a row), 24, 12, and
+# the 6x6 map is smaller than fc6's 7x7 kernel, so timm's ConvMlp first average-pools it up to 7x7
+# (F.adaptive_avg_pool2d, overlapping windows); inputs of 224 px and more skip that step
+# (tests/test_convert_torch.py checks 260 px, where fc6 sees 8x8 and slides). mobilenetv1_100,
+# 200 px: the stride-2 3x3 convs (padding 1) see even inputs (200, 100, 50) and odd ones (25, 13).
 GOLDEN_SIZES = {
     'legacy_seresnet18': 192,
     'legacy_senet154': 192,
+    'mobilenetv1_100': 200,
     'seresnet50': 204,
     'seresnext26d_32x4d': 204,
     'seresnext50_32x4d': 204,
@@ -36,39 +42,71 @@ GOLDEN_SIZES = {
     'skresnet18': 204,
     'skresnext50_32x4d': 204,
     'ecaresnet50d': 204,
+    'vgg16_bn': 196,
 }
 
 # Conv weights ~ N(0, gain / fan_in). He's gain 2 keeps the logits O(1..10) and 75-90% of their norm
 # input-dependent; gain 1 lets senet154's signal fade (4% input-dependent), gain 4 explodes (1e3).
 CONV_GAIN = 2.0
+# Per-model drawing options (`draw_options(name)`, passed to `make_state_dict`):
+# conv_gain: mobilenetv1_100 has no shortcuts and its BatchNorms do not renormalise (random running
+#   statistics), so at gain 2 its logits differ between the two inputs by 0.04% of their norm and
+#   no activation reaches ReLU6's clip; at 4: 6%, and 0.1-1% of every block's outputs are clipped
+#   at 6 (so ReLU6 is checked, not only ReLU).
+# float32: draw in float32 (numpy's float32 generators, another stream than the float64 default):
+#   vgg16_bn has 138M parameters (fc6 alone 103M), drawn about twice as fast and without a float64 copy.
+DRAW_OPTIONS = {'mobilenetv1_100': dict(conv_gain=4.0), 'vgg16_bn': dict(float32=True)}
 
 
-def _draw(rng: np.random.Generator, key: str, shape: tuple[int, ...]) -> np.ndarray:
+def draw_options(name: str) -> dict:
+  return DRAW_OPTIONS.get(name, {})
+
+
+class _Sampler:
+  """normal/uniform draws as float32 arrays: from float64 draws (the default) or float32 ones."""
+
+  def __init__(self, rng: np.random.Generator, float32: bool):
+    self.rng, self.float32 = rng, float32
+
+  def normal(self, std: float, shape: tuple[int, ...]) -> np.ndarray:
+    if self.float32:
+      out = self.rng.standard_normal(shape, dtype=np.float32)
+      out *= np.float32(std)
+      return out
+    return self.rng.normal(0.0, std, shape).astype(np.float32)
+
+  def uniform(self, low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
+    if self.float32:
+      return (self.rng.random(shape, dtype=np.float32) * np.float32(high - low) + np.float32(low)).astype(np.float32)
+    return self.rng.uniform(low, high, shape).astype(np.float32)
+
+
+def _draw(sample: _Sampler, key: str, shape: tuple[int, ...], conv_gain: float) -> np.ndarray:
   """One tensor, chosen by its timm role (read from the key suffix and the rank)."""
   leaf = key.rsplit('.', 1)[-1]
   if leaf == 'num_batches_tracked':
     return np.array(0, dtype=np.int64)
   if leaf == 'running_mean':
-    return rng.normal(0.0, 0.1, shape).astype(np.float32)
+    return sample.normal(0.1, shape)
   if leaf == 'running_var':
-    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return sample.uniform(0.5, 1.5, shape)
   if leaf == 'bias':
-    return rng.normal(0.0, 0.1, shape).astype(np.float32)
+    return sample.normal(0.1, shape)
   if leaf == 'weight' and len(shape) == 1:  # BatchNorm scale
-    return rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    return sample.uniform(0.5, 1.0, shape)
   if leaf == 'weight' and len(shape) in (2, 3, 4):  # Linear (out, in), Conv1d (out, in/groups, k), Conv2d
     fan_in = int(np.prod(shape[1:]))
-    gain = CONV_GAIN if len(shape) > 2 else 1.0
-    return rng.normal(0.0, np.sqrt(gain / fan_in), shape).astype(np.float32)
+    gain = conv_gain if len(shape) > 2 else 1.0
+    return sample.normal(np.sqrt(gain / fan_in), shape)
   raise ValueError(f'no synthetic value for {key!r} with shape {shape}; known leaves: weight, bias, '
                    'running_mean, running_var, num_batches_tracked')
 
 
 def make_state_dict(keys_and_shapes: Iterable[tuple[str, Sequence[int]]], seed: int = WEIGHT_SEED,
-                    ) -> dict[str, np.ndarray]:
-  """A timm-style state dict, deterministic in (seed, key order): one generator drawn in order."""
-  rng = np.random.default_rng(seed)
-  return {key: _draw(rng, key, tuple(shape)) for key, shape in keys_and_shapes}
+                    conv_gain: float = CONV_GAIN, float32: bool = False) -> dict[str, np.ndarray]:
+  """A timm-style state dict, deterministic in (seed, key order, options): one generator drawn in order."""
+  sample = _Sampler(np.random.default_rng(seed), float32)
+  return {key: _draw(sample, key, tuple(shape), conv_gain) for key, shape in keys_and_shapes}
 
 
 def make_inputs(seed: int = INPUT_SEED, size: int = 224, batch: int = 2) -> np.ndarray:
