@@ -115,7 +115,7 @@ class MobileNetV1(nn.Module):
     for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       attn = None
       if self.se is not None and self.se.in_stage(stage):
-        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype, norm=norm)
       for i in range(num_blocks):
         x = DepthwiseSeparable(
             width, conv, depthwise, norm, act, strides=2 if stage > 0 and i == 0 else 1, attn=attn,

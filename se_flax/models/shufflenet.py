@@ -144,7 +144,7 @@ class ShuffleNetV1(nn.Module):
     for stage, (num_units, width) in enumerate(zip(self.stage_sizes, self.widths)):
       attn = None
       if self.se is not None and self.se.in_stage(stage):
-        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype, norm=norm)
       for i in range(num_units):
         x = ShuffleUnit(width, self.groups, conv, depthwise, norm, strides=2 if i == 0 else 1,
                         group_first=stage > 0 or i > 0, attn=attn,

@@ -119,7 +119,7 @@ class VGG(nn.Module):
     for stage, (num_convs, width) in enumerate(zip(self.stage_sizes, self.widths)):
       attn = None
       if self.se is not None and self.se.in_stage(stage):
-        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype, norm=norm)
       for j in range(num_convs):
         x = ConvBNAct(width, conv, norm, attn, name=f'conv{stage + 1}_{j + 1}')(x)
       x = max_pool_2x2(x)
