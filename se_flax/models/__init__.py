@@ -2,10 +2,14 @@
 and the building blocks."""
 
 from se_flax.models.factory import DTYPES, check_gate_init, from_config
+from se_flax.models.bninception import BNInception
 from se_flax.models.flops import count_macs, count_params
+from se_flax.models.inception import InceptionV3
+from se_flax.models.inception_resnet import InceptionResNetV2
 from se_flax.models.registry import ModelSpec, create, names, spec
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import GATES, PLACEMENTS, ROUNDINGS, SQUEEZES, SEBlock, SEConfig
 
-__all__ = ['create', 'from_config', 'check_gate_init', 'names', 'spec', 'ModelSpec', 'ResNet', 'SEBlock',
+__all__ = ['create', 'from_config', 'check_gate_init', 'names', 'spec', 'ModelSpec', 'ResNet', 'BNInception', 'InceptionV3',
+           'InceptionResNetV2', 'SEBlock',
            'SEConfig', 'count_macs', 'count_params', 'DTYPES', 'GATES', 'PLACEMENTS', 'ROUNDINGS', 'SQUEEZES']

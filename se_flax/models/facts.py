@@ -53,7 +53,8 @@ class Tag:
 
 
 # Registry names that timm 1.0.31 also has (docs/reference.md, section 1): the names the
-# converter maps (se_flax.weights.convert).
+# converter maps (se_flax.weights.convert). One exception: 'bninception' is the `pretrainedmodels`
+# package's BN-Inception (0.7.4, not in timm), whose state dict the converter maps alike.
 TIMM_NAMES = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
     'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
@@ -61,6 +62,7 @@ TIMM_NAMES = (
     'legacy_seresnet152', 'resnext50_32x4d', 'resnext101_32x4d', 'resnet26d', 'seresnext26d_32x4d',
     'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnext26_32x4d', 'legacy_seresnext50_32x4d',
     'legacy_seresnext101_32x4d', 'senet154', 'legacy_senet154',
+    'inception_v3', 'inception_resnet_v2', 'bninception',
 )
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for those names
@@ -150,8 +152,18 @@ _ROWS = (
     ('legacy_seresnext101_32x4d.in1k', 224, 0.875, 224, 0.875, 'bilinear', 80.23),
     ('senet154.gluon_in1k', 224, 0.875, 224, 0.875, 'bicubic', 81.226),
     ('legacy_senet154.in1k', 224, 0.875, 224, 0.875, 'bilinear', 81.308),
+    ('inception_v3.gluon_in1k', 299, 0.875, 299, 0.875, 'bicubic', 78.806),
+    ('inception_v3.tf_adv_in1k', 299, 0.875, 299, 0.875, 'bicubic', 77.592),
+    ('inception_v3.tf_in1k', 299, 0.875, 299, 0.875, 'bicubic', 77.862),
+    ('inception_v3.tv_in1k', 299, 0.875, 299, 0.875, 'bicubic', 77.434),
+    ('inception_resnet_v2.tf_ens_adv_in1k', 299, 0.8975, 299, 0.8975, 'bicubic', 79.978),
+    ('inception_resnet_v2.tf_in1k', 299, 0.8975, 299, 0.8975, 'bicubic', 80.462),
 )
-_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+IMAGENET_INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm IMAGENET_INCEPTION_MEAN / STD
+_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': IMAGENET_INCEPTION_MEAN_STD,
+             **{t: IMAGENET_INCEPTION_MEAN_STD for t in ('inception_v3.tv_in1k', 'inception_v3.tf_in1k',
+                                                        'inception_v3.tf_adv_in1k', 'inception_resnet_v2.tf_in1k',
+                                                        'inception_resnet_v2.tf_ens_adv_in1k')}}
 
 # Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files.
 _V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
@@ -183,17 +195,20 @@ DEFAULT_TAGS = {
     'legacy_seresnext26_32x4d': 'legacy_seresnext26_32x4d.in1k',
     'legacy_seresnext50_32x4d': 'legacy_seresnext50_32x4d.in1k',
     'legacy_seresnext101_32x4d': 'legacy_seresnext101_32x4d.in1k', 'senet154': 'senet154.gluon_in1k',
-    'legacy_senet154': 'legacy_senet154.in1k',
+    'legacy_senet154': 'legacy_senet154.in1k', 'inception_v3': 'inception_v3.tv_in1k',
+    'inception_resnet_v2': 'inception_resnet_v2.tf_in1k',
 }
 
 # The tags the model table quotes (torchvision's where timm has them, as the paper compares with
-# those; else the SE weights timm trained) and the paper's figures: ImageNet 100 - Table 2/8
-# top-1 error, CIFAR Tables 4-5 error (docs/reference.md, sections 1 and 3).
+# those; else the SE weights timm trained; Inception-ResNet-v2: TF-slim's) and the paper's figures:
+# ImageNet 100 - Table 2/8 top-1 error, CIFAR Tables 4-5 error (docs/reference.md, sections 1 and 3;
+# the Inception nets: its Inception section).
 _QUOTED = {
     'resnet18': ('tv',), 'resnet34': ('tv',), 'resnet50': ('tv', 'a1'), 'resnet101': ('tv',),
     'resnet152': ('tv',), 'seresnet50': ('ra2',), 'resnext50_32x4d': ('tv',), 'seresnext26d_32x4d': ('bt',),
     'seresnext50_32x4d': ('racm',), 'seresnext101_32x4d': ('gluon',), 'senet154': ('gluon',),
     **{name: ('',) for name in TIMM_NAMES if name.startswith('legacy_')},
+    'inception_v3': ('tv',), 'inception_resnet_v2': ('tf',),
 }
 _PAPER = {
     'resnet50': 'paper baseline 75.20', 'seresnet50': 'paper 76.71', 'legacy_seresnet50': 'paper 76.71',
@@ -204,6 +219,8 @@ _PAPER = {
     'resnet110_cifar': 'paper C10 err 6.37, C100 26.88', 'seresnet110_cifar': 'paper C10 err 5.21, C100 23.85',
     'resnet164_cifar': 'paper C10 err 5.46, C100 24.33', 'seresnet164_cifar': 'paper C10 err 4.39, C100 21.31',
     'wrn16_8_cifar': 'paper C10 err 4.27, C100 20.43', 'sewrn16_8_cifar': 'paper C10 err 3.88, C100 19.14',
+    'bninception': 'paper baseline 74.62', 'se_bninception': 'paper 75.77',
+    'inception_resnet_v2': 'paper baseline 79.63', 'se_inception_resnet_v2': 'paper 80.20',
 }
 
 

@@ -12,7 +12,10 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
+from se_flax.models.bninception import BNInception
 from se_flax.models.facts import ModelFacts, facts
+from se_flax.models.inception import InceptionV3
+from se_flax.models.inception_resnet import InceptionResNetV2
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import SEConfig
 
@@ -200,6 +203,28 @@ def _register_cifar() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The Inception networks of the paper's Table 2 (BN-Inception, Inception-ResNet-v2) and
+# Inception-v3. SE as the SE-BN-Inception prototxt: C // 16 with biases, sigmoid (SEConfig's
+# defaults). Baselines: the pretrainedmodels BN-Inception port, timm's inception_v3 and
+# inception_resnet_v2. The _tiny variants (1/8 width, one module of each kind) are for tests and
+# digits runs: BN-Inception at 32 px, the others at 75 px (their smallest input).
+
+_INCEPTION_SE = SEConfig(reduction=16, rounding='floor')
+_TINY_SE = SEConfig(reduction=4, rounding='floor')
+
+
+def _register_inception() -> None:
+  nets = (('bninception', 'BN-Inception', BNInception, 224, dict(modules=('3a', '3c', '4a', '4e', '5a')), 32),
+          ('inception_v3', 'Inception-v3', InceptionV3, 299, dict(modules=('5b', '6a', '6b', '7a', '7b')), 75),
+          ('inception_resnet_v2', 'Inception-ResNet-v2', InceptionResNetV2, 299, dict(depths=(1, 1, 1)), 75))
+  for name, title, module, size, tiny, tiny_size in nets:
+    register(name, input_size=size, description=title, module=module)
+    register(f'se_{name}', input_size=size, description=f'SE-{title}', module=module, se=_INCEPTION_SE)
+    register(f'se_{name}_tiny', input_size=tiny_size, description=f'tiny SE-{title} for tests',
+             module=module, se=_TINY_SE, width=0.125, **tiny)
+
+
+# ----------------------------------------------------------------------------------------------
 # Tiny variants, for tests and smoke runs.
 
 def _register_tiny() -> None:
@@ -213,4 +238,5 @@ def _register_tiny() -> None:
 
 _register_imagenet()
 _register_cifar()
+_register_inception()
 _register_tiny()

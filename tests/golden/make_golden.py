@@ -1,6 +1,7 @@
 """Regenerate the timm golden files used by tests/test_convert.py (needs torch + timm, no jax).
 
-    python tests/golden/make_golden.py   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
+    python tests/golden/make_golden.py [NAME ...]   (in a venv with: pip install torch==2.14.1
+        torchvision==0.29.1 timm safetensors pretrainedmodels; names: all of GOLDEN_SIZES by default)
 
 For each name: the timm state-dict key list (keys/<name>.json) and timm's eval-mode logits on
 synthetic weights and inputs (logits/<name>.npy). The weights are not stored; both sides
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import timm
@@ -26,7 +28,24 @@ REFERENCE_PARAMS = {
     'seresnet50': 28_088_024,
     'seresnext26d_32x4d': 16_809_512,
     'seresnext50_32x4d': 27_559_896,
+    'inception_v3': 23_834_568,
+    'inception_resnet_v2': 55_843_464,
+    'bninception': 11_295_240,  # pretrainedmodels 0.7.4
 }
+
+
+def _pretrainedmodels_bninception() -> torch.nn.Module:
+  import pretrainedmodels  # pylint: disable=import-outside-toplevel
+  return pretrainedmodels.bninception(num_classes=1000, pretrained=None)
+
+
+# References that are not timm models (se_flax.weights.convert maps their state dicts alike).
+REFERENCE_BUILDERS = {'bninception': _pretrainedmodels_bninception}
+
+
+def reference_model(name: str) -> torch.nn.Module:
+  builder = REFERENCE_BUILDERS.get(name)
+  return builder() if builder else timm.create_model(name, pretrained=False)
 
 
 def write_keys(name: str, state_dict: dict[str, torch.Tensor]) -> list[tuple[str, list[int]]]:
@@ -43,7 +62,7 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 def golden(name: str, size: int) -> None:
   """Key list, parameter check, logits; also reports float32 vs float64 timm as a conditioning check."""
-  model = timm.create_model(name, pretrained=False)
+  model = reference_model(name)
   params = sum(p.numel() for p in model.parameters())
   if params != REFERENCE_PARAMS[name]:
     raise SystemExit(f'{name}: timm has {params:,} parameters, the reference table says {REFERENCE_PARAMS[name]:,}')
@@ -66,8 +85,12 @@ def main() -> None:
   (HERE / 'logits').mkdir(exist_ok=True)
   print(f'timm {timm.__version__}, torch {torch.__version__}, '
         f'weight seed {weights.WEIGHT_SEED}, input seed {weights.INPUT_SEED}')
-  for name, size in weights.GOLDEN_SIZES.items():
-    golden(name, size)
+  names = sys.argv[1:] or list(weights.GOLDEN_SIZES)
+  unknown = [n for n in names if n not in weights.GOLDEN_SIZES]
+  if unknown:
+    raise SystemExit(f'no golden size for {", ".join(unknown)}; known: {", ".join(weights.GOLDEN_SIZES)}')
+  for name in names:
+    golden(name, weights.GOLDEN_SIZES[name])
 
 
 if __name__ == '__main__':

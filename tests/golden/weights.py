@@ -24,12 +24,21 @@ INPUT_SEED = 1
 # max-pool and stage 3 (padding), odd inputs to the avg-down shortcuts of stages 2 and 4 (ceil
 # mode, count_include_pad=False). Legacy layout, 192 px: stem 192 -> 96, and the ceil-mode
 # max-pool gives 48 where floor mode gives 47; stages then see 48, 24, 12 (padding).
+# Inception-v3 and Inception-ResNet-v2, 170 px: every stride-2 'valid' layer (the first conv,
+# both stem max-pools, the strided convs and pools of Mixed_6a and Mixed_7a) sees an even map
+# (170, 82, 38, 18, 8), so each leaves its last row and column unused, where 'SAME' padding or
+# ceil mode would not. BN-Inception, 223 px: the port's 7x7 classifier pool takes 223..230 px
+# only; at 223 all four ceil-mode max-pools (stem 112 -> 56 -> 28, 3c 28 -> 14, 4e 14 -> 7) give
+# one more row than floor mode would, and the stem conv sees an odd size.
 GOLDEN_SIZES = {
     'legacy_seresnet18': 192,
     'legacy_senet154': 192,
     'seresnet50': 204,
     'seresnext26d_32x4d': 204,
     'seresnext50_32x4d': 204,
+    'inception_v3': 170,
+    'inception_resnet_v2': 170,
+    'bninception': 223,
 }
 
 # Conv weights ~ N(0, gain / fan_in). He's gain 2 keeps the logits O(1..10) and 75-90% of their norm
