@@ -12,6 +12,9 @@ from configs import default
 from se_flax.data import datasets
 
 
+_NOT_RESNETS = ('inception',)  # name parts of the registered networks that are not ResNets
+
+
 def get_config(arg: str | None = None):
   config = default.get_config()
   config.data = datasets.default_data_config('digits')
@@ -23,9 +26,12 @@ def get_config(arg: str | None = None):
   config.model.name = arg or 'seresnet20_cifar'
   # This recipe's own network settings, with which the README's digits results were measured: 1x1
   # projection shortcuts and zero-initialised last BatchNorm scales (the CIFAR nets' defaults
-  # follow He et al. instead: option A shortcuts, scales starting at 1).
-  config.model.downsample = 'conv'
-  config.model.zero_init_last_bn = True
+  # follow He et al. instead: option A shortcuts, scales starting at 1). ResNet fields: networks
+  # of other families have neither (the Inception nets, which also need larger images than 8x8:
+  # --config.data.image_size=32 for se_bninception_tiny, 75 for the other tiny Inception nets).
+  if not any(family in config.model.name for family in _NOT_RESNETS):
+    config.model.downsample = 'conv'
+    config.model.zero_init_last_bn = True
 
   config.optim.name = 'nesterov'
   config.optim.lr = 0.1

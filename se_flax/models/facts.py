@@ -234,6 +234,7 @@ class ModelFacts:
   default_tag: str | None  # what pretrained=True loads
   quoted: tuple[Tag, ...]  # the tags the model table quotes
   paper: str  # the paper's figure, '' if it reports none
+  baseline: str | None = None  # the converter name whose weights this SE net starts from (`baseline_of`)
 
   @property
   def reference(self) -> str:
@@ -242,8 +243,16 @@ class ModelFacts:
     return '; '.join(p for p in (timm, self.paper) if p)
 
 
+def baseline_of(name: str) -> str | None:
+  """The converter name an SE net without weights of its own starts from: `name` without its 'se_'
+  prefix ('se_inception_v3' -> 'inception_v3'), where the converter has that name; else None. A
+  weights file or hub id given for `name` is read as that baseline's (SE parameters stay fresh)."""
+  base = name.removeprefix('se_')
+  return base if base != name and name not in TIMM_NAMES and base in TIMM_NAMES else None
+
+
 def facts(name: str) -> ModelFacts:
   """The facts about `name` (a model without timm weights or paper figures gets empty ones)."""
   quoted = tuple(TAGS[f'{name}.{s}_in1k' if s else f'{name}.in1k'] for s in _QUOTED.get(name, ()))
   return ModelFacts(name, name in TIMM_NAMES, tuple(t for t in TAGS.values() if t.name == name),
-                    DEFAULT_TAGS.get(name), quoted, _PAPER.get(name, ''))
+                    DEFAULT_TAGS.get(name), quoted, _PAPER.get(name, ''), baseline_of(name))

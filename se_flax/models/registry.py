@@ -206,17 +206,18 @@ def _register_cifar() -> None:
 # The Inception networks of the paper's Table 2 (BN-Inception, Inception-ResNet-v2) and
 # Inception-v3. SE as the SE-BN-Inception prototxt: C // 16 with biases, sigmoid (SEConfig's
 # defaults). Baselines: the pretrainedmodels BN-Inception port, timm's inception_v3 and
-# inception_resnet_v2. The _tiny variants (1/8 width, one module of each kind) are for tests and
-# digits runs: BN-Inception at 32 px, the others at 75 px (their smallest input).
+# inception_resnet_v2. The _tiny variants (1/8 width, one module or residual block per SE stage;
+# compilation time grows with the conv count) are for tests and digits runs: BN-Inception at
+# 32 px, the others at 75 px (their smallest input).
 
 _INCEPTION_SE = SEConfig(reduction=16, rounding='floor')
 _TINY_SE = SEConfig(reduction=4, rounding='floor')
 
 
 def _register_inception() -> None:
-  nets = (('bninception', 'BN-Inception', BNInception, 224, dict(modules=('3a', '3c', '4a', '4e', '5a')), 32),
-          ('inception_v3', 'Inception-v3', InceptionV3, 299, dict(modules=('5b', '6a', '6b', '7a', '7b')), 75),
-          ('inception_resnet_v2', 'Inception-ResNet-v2', InceptionResNetV2, 299, dict(depths=(1, 1, 1)), 75))
+  nets = (('bninception', 'BN-Inception', BNInception, 224, dict(modules=('3a', '3c', '5b')), 32),
+          ('inception_v3', 'Inception-v3', InceptionV3, 299, dict(modules=('5b', '6a', '7b')), 75),
+          ('inception_resnet_v2', 'Inception-ResNet-v2', InceptionResNetV2, 299, dict(depths=(1, 1, 0)), 75))
   for name, title, module, size, tiny, tiny_size in nets:
     register(name, input_size=size, description=title, module=module)
     register(f'se_{name}', input_size=size, description=f'SE-{title}', module=module, se=_INCEPTION_SE)

@@ -3,6 +3,8 @@
 A fresh train state (random init from config.seed) is overwritten, parameter by parameter, with
 what the source holds under the same flax path. The source is a pretrained tag, a hub id or a
 timm .safetensors file (converted by `se_flax.weights.convert`), or another se_flax workdir's checkpoint.
+An SE net that timm lacks (`se_inception_v3`) starts from its baseline's tag or file
+(`inception_v3.tv_in1k`): everything but SE loads, and SE is reported freshly initialised.
 Every model variable ends up in exactly one group, logged as a short table:
 
   loaded                 the source's value (params and BatchNorm statistics);
@@ -30,6 +32,7 @@ import jax
 import numpy as np
 
 from se_flax import checkpointing
+from se_flax.models import facts
 from se_flax.trees import flatten, matches  # noqa: F401 (matches: the init_skip/head globs)
 from se_flax.weights import convert
 from se_flax.weights import pretrained
@@ -119,13 +122,15 @@ def _is_file(init_from: str) -> bool:
 
 def _name_for(init_from: str, model_name: str) -> str | None:
   """The model name `pretrained.resolve` is given: a file, or a hub id outside the tag table whose
-  repo name is no timm model name, holds model.name's weights; a tag names its own model."""
+  repo name is no timm model name, holds model.name's weights (an SE net without a converter of
+  its own: its baseline's, `facts.baseline_of`); a tag names its own model."""
+  weights_name = facts.baseline_of(model_name) or model_name
   if _is_file(init_from):
-    return model_name
+    return weights_name
   if init_from.startswith(pretrained.HUB_PREFIX):
     tag = init_from[len(pretrained.HUB_PREFIX):].split('/', 1)[-1]
     if tag not in pretrained.TAGS and tag.split('.', 1)[0] not in convert.TIMM_NAMES:
-      return model_name
+      return weights_name
   return None
 
 
@@ -312,7 +317,7 @@ def _validate_source(init_from: str, model_name: str) -> None:
   if os.sep in init_from and not init_from.startswith(pretrained.HUB_PREFIX) and not os.path.exists(init_from):
     raise ValueError(f'init_from={init_from!r}: no such workdir or file')
   name = _name_for(init_from, model_name)
-  if name is not None and model_name not in convert.TIMM_NAMES:
+  if name is not None and name not in convert.TIMM_NAMES:
     raise ValueError(f'init_from={init_from!r} is read as timm weights of model.name={model_name!r}, which '
                      f'has no timm converter; timm names: {", ".join(convert.TIMM_NAMES)}')
   try:
