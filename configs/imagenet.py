@@ -18,12 +18,13 @@ Per-network recipes (`RECIPES`, applied on top of the one above):
            Expected: 20.37 -> 19.80 top-1 error.
   inception_v3, se_inception_v3: not in the SE paper; the recipe of its own paper (Szegedy et al.,
            Rethinking the Inception Architecture, Sections 7-8): RMSProp with decay 0.9 and eps 1.0
-           (TensorFlow's, eps inside the square root) and momentum 0.9, lr 0.045 decayed by 0.94
-           every two epochs, label smoothing 0.1, 100 epochs, 299 px, 50 replicas of batch 32: here
-           one synchronous batch of 1600 (lr scaled linearly from it). Not applied: the paper's
-           gradient clipping at 2.0 and its auxiliary classifier (se_flax builds none). Weight decay
-           4e-5 is TF-slim's for Inception-v3 (the paper gives none). Expected (paper, single crop
-           299): 21.2 top-1 error, Inception-v3 without SE.
+           (TensorFlow's, eps inside the square root), lr 0.045 decayed by 0.94 every two epochs,
+           label smoothing 0.1, 100 epochs, 299 px, 50 replicas of batch 32: here one synchronous
+           batch of 1600 (lr scaled linearly from it). RMSProp momentum 0.9 and weight decay 4e-5
+           come from TensorFlow's Inception code (tensorflow/models: inception_train.py,
+           slim's inception_v3_arg_scope); the paper gives neither. Not applied: the paper's
+           gradient clipping at 2.0 and its auxiliary classifier (se_flax builds none). Expected
+           (paper, single crop 299): 21.2 top-1 error, Inception-v3 without SE.
 """
 
 from configs import default

@@ -166,29 +166,6 @@ def test_optimizers_are_optax_s_own_chains(name):
         np.testing.assert_array_equal(a, b)
 
 
-def test_rmsprop_is_tensorflows_update():
-  """The Inception papers' RMSProp (TensorFlow's): ms = d ms + (1 - d) g^2, mom = m mom + lr g /
-  sqrt(ms + eps), w -= mom; coupled L2 weight decay on kernels, from the textbook formula."""
-  c = config(optim__name='rmsprop', optim__weight_decay=0.1, optim__momentum=0.9, optim__rmsprop_decay=0.8,
-             optim__rmsprop_eps=0.5)
-  lrs = [0.3, 0.2, 0.1]
-  tx = optim.create_optimizer(c, lambda s: jnp.asarray(lrs)[s])
-  w = np.array([1.5, -2.0, 0.5], np.float32)
-  params = {'conv': {'kernel': jnp.asarray(w)}}
-  state = tx.init(params)
-  ms, mom = np.zeros(3), np.zeros(3)
-  for step, lr in enumerate(lrs):
-    grad = np.array([0.3, -1.0, 2.0]) * (step + 1)
-    g = grad + 0.1 * w
-    ms = 0.8 * ms + 0.2 * g ** 2
-    mom = 0.9 * mom + lr * g / np.sqrt(ms + 0.5)
-    w = w - mom
-    updates, state = tx.update({'conv': {'kernel': jnp.asarray(grad, jnp.float32)}}, state, params,
-                               step=jnp.int32(step))
-    params = optax.apply_updates(params, updates)
-    np.testing.assert_allclose(np.asarray(params['conv']['kernel']), w, rtol=1e-6, atol=1e-6)  # float32
-
-
 def test_learning_rate_and_freeze_follow_the_global_step():
   """With `step`, the schedule and the backbone freeze read the global step, not the update count."""
   c = config(optim__name='sgd', optim__momentum=0.0, optim__weight_decay=0.0)

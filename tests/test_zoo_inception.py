@@ -409,6 +409,27 @@ def test_se_net_from_a_baseline_tag(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# Recipes (configs/imagenet.py).
+
+
+def test_inception_v3_recipe_is_its_papers():
+  """RMSProp (decay 0.9, eps 1.0), lr 0.045 times 0.94 every two epochs, label smoothing 0.1, 299 px."""
+  from configs import imagenet
+  from se_flax import optim
+  for name in ('inception_v3', 'se_inception_v3'):
+    c = imagenet.get_config(name)
+    assert (c.optim.name, c.optim.rmsprop_decay, c.optim.rmsprop_eps, c.optim.label_smoothing) == ('rmsprop', 0.9, 1.0, 0.1)
+    assert (c.data.image_size, c.data.eval_resize, c.train.num_epochs) == (299, 341, 100.0)
+    lr = optim.create_learning_rate_fn(c, steps_per_epoch=10, total_steps=1000)
+    got = [float(lr(s)) for s in (0, 19, 20, 39, 40, 999)]
+    np.testing.assert_allclose(got, [0.045, 0.045, 0.045 * 0.94, 0.045 * 0.94, 0.045 * 0.94 ** 2, 0.045 * 0.94 ** 49],
+                               rtol=1e-5)
+  for name, size in (('se_inception_resnet_v2', 299), ('se_bninception', 224)):  # the SE paper's recipe
+    c = imagenet.get_config(name)
+    assert (c.optim.name, c.optim.lr, c.data.image_size, c.schedule.decay_epochs) == ('sgd', 0.6, size, (30, 60, 90))
+
+
+# ----------------------------------------------------------------------------------------------
 # Training on the digits (8x8, upscaled to each tiny net's size) through train.py.
 
 
