@@ -408,6 +408,15 @@ def test_se_net_from_a_baseline_tag(tmp_path, monkeypatch):
   assert tuple(data['mean']) == tuple(data['std']) == (127.5,) * 3
 
 
+def test_excitation_tool_orders_inception_units():
+  """se_flax.tools.excitations sorts units by name with numbers as numbers; Inception-ResNet-v2's
+  'block8' beside 'block8_0' once compared a number with a text."""
+  from se_flax.tools import excitations
+  names = ['block8/se', 'block8_0/se', 'block35_10/se', 'block35_9/se', 'inception_4a/se', 'inception_3b/se']
+  assert sorted(names, key=excitations._block_order) == ['block8_0/se', 'block8/se', 'block35_9/se', 'block35_10/se',
+                                                         'inception_3b/se', 'inception_4a/se']
+
+
 # ----------------------------------------------------------------------------------------------
 # Recipes (configs/imagenet.py).
 
