@@ -259,6 +259,14 @@ def test_bad_fields_are_one_line_errors(field, value, message):
     models.create('inception_resnet_v2', depths=(1, 1))
 
 
+def test_bninception_input_size_error_is_one_line():
+  model = models.create('bninception')
+  with pytest.raises(ValueError) as info:
+    jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 299, 299, 3), jnp.float32))
+  assert str(info.value).startswith('BN-Inception needs an even map into inception_3c, got 37x37') and \
+      '\n' not in str(info.value)
+
+
 def test_tiny_nets_take_their_natural_size():
   for name, size in (('se_bninception_tiny', 32), ('se_inception_v3_tiny', 75), ('se_inception_resnet_v2_tiny', 75)):
     assert models.spec(name).input_size == size

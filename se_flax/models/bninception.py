@@ -7,9 +7,9 @@ pooling branches counting the padding (/9), and convs with biases (`conv_bias`; 
 SE-BN-Inception prototxt has none). SE sits on each module's concat, as that prototxt
 (`inception_3a_global_pool -> 1x1_down (C/16) -> ReLU -> 1x1_up -> sigmoid -> scale`).
 
-The port's classifier pools with a fixed 7x7 window, so it only takes 217..230 px images (ceil-mode
-pools); this net pools globally, equal to it there and defined at any size where 3c and 4e see an
-even map (their strided convs and ceil-mode pools must agree).
+The port's classifier pools with a fixed 7x7 window, so it only takes 223..230 px images (ceil-mode
+pools); this net pools globally, equal to it there, and takes any size where 3c and 4e see an even
+map (their strided convs and ceil-mode pools must agree): 224 or 256 px, not 299.
 
 SE stages (the `se.stages` mask) group modules by the resolution of their output, the map SE sees:
 stage 0 = 3a, 3b (28x28 at 224 px); stage 1 = 3c, 4a-4d (14x14); stage 2 = 4e, 5a, 5b (7x7).
@@ -20,7 +20,6 @@ Parameter names follow the port: `inception_3a/1x1/{conv,bn}` is `inception_3a_1
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import flax.linen as nn
 
 from se_flax.models.inception_parts import Conv, InceptionModule, InceptionNet, Pool, check_names, run_layers
@@ -82,5 +81,8 @@ class BNInception(InceptionNet):
     x = run_layers(x.astype(self.dtype), STEM, conv_bn)
     for name in self.modules:
       stage, branches = MODULES[name]
+      if name in ('3c', '4e') and (x.shape[1] % 2 or x.shape[2] % 2):
+        raise ValueError(f'BN-Inception needs an even map into inception_{name}, got {x.shape[1]}x{x.shape[2]} '
+                         f'(its stride-2 convs and ceil-mode pool disagree otherwise); 224 or 256 px inputs work')
       x = InceptionModule(branches, conv_bn, attn=self._attn(stage), name=f'inception_{name}')(x)
     return self._head(x, train)

@@ -165,7 +165,9 @@ _MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': IMAGENET_INCEPTION_MEAN_STD,
                                                         'inception_v3.tf_adv_in1k', 'inception_resnet_v2.tf_in1k',
                                                         'inception_resnet_v2.tf_ens_adv_in1k')}}
 
-# Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files.
+# Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files. No tag
+# for bninception: timm has none, and the pretrainedmodels weights take BGR input in 0..255, which
+# the input pipeline does not produce (docs/reference.md, section 5).
 _V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
 _PTH_URLS = {
     'legacy_seresnet18.in1k': _V01 + 'weights/seresnet18-4bb0ce65.pth',
@@ -229,7 +231,7 @@ class ModelFacts:
   """Everything recorded about one registered model."""
 
   name: str
-  timm: bool  # timm 1.0.31 has this architecture under this name
+  timm: bool  # the converter maps this name (timm 1.0.31's architecture; bninception: pretrainedmodels')
   tags: tuple[Tag, ...]  # timm's pretrained tags, all of them
   default_tag: str | None  # what pretrained=True loads
   quoted: tuple[Tag, ...]  # the tags the model table quotes
