@@ -66,8 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Initial weights of a fresh run (a resumed run restores its own checkpoint instead):
   # '' (random init), a pretrained tag ('seresnet50.ra2_in1k', `python -m se_flax.weights.pretrained`
-  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name; of its timm
-  # baseline for se_vgg16_bn and se_mobilenetv1_100, whose SE units then start fresh), or another
+  # lists them), 'hf-hub:timm/<tag>', a timm .safetensors file (of config.model.name; an SE net that
+  # timm lacks reads its baseline's, e.g. se_vgg16_bn <- vgg16_bn, se_inception_v3 <- inception_v3,
+  # SE left fresh), or another
   # se_flax workdir (its newest checkpoint) / one of its checkpoints/<step> directories.
   config.init_from = ''
   # Globs over parameter paths ('fc/*', '*/se/*', 'layer4_*') kept at their fresh init.
@@ -79,15 +80,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.finetune.freeze_backbone_steps = 0  # the backbone gets no update in the first N steps
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'sgd'  # 'sgd' | 'nesterov' | 'adamw'
+  config.optim.name = 'sgd'  # 'sgd' | 'nesterov' | 'adamw' | 'rmsprop'
   config.optim.lr = 0.1
   config.optim.lr_batch_base = 256  # lr is given per this many images; 0 disables scaling
-  config.optim.momentum = 0.9
+  config.optim.momentum = 0.9  # sgd, nesterov, rmsprop
   config.optim.weight_decay = 1e-4
   config.optim.decay_bn_and_bias = False  # False: no weight decay on BatchNorm and bias parameters
   config.optim.decay_exclude = ()  # globs over parameter paths kept out of weight decay, e.g. ('*/conv_dw/kernel',)
   config.optim.b1 = 0.9  # adamw
   config.optim.b2 = 0.999  # adamw
+  config.optim.rmsprop_decay = 0.9  # rmsprop: squared-gradient average decay (Inception-v3 paper: 0.9)
+  config.optim.rmsprop_eps = 1.0  # rmsprop: added inside the square root, as TensorFlow (Inception-v3: 1.0)
   config.optim.label_smoothing = 0.0
 
   config.schedule = ml_collections.ConfigDict()

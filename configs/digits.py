@@ -25,7 +25,8 @@ def get_config(arg: str | None = None):
   # projection shortcuts and zero-initialised last BatchNorm scales (the CIFAR nets' defaults
   # follow He et al. instead: option A shortcuts, scales starting at 1). Only the CIFAR ResNets
   # (names '*_cifar') take them; other networks (VGG, MobileNet, ShuffleNet, Inception, ImageNet-style
-  # ResNets) keep their own design.
+  # ResNets) keep their own design. The Inception nets also need larger images than 8x8:
+  # --config.data.image_size=32 for se_bninception_tiny, 75 for the other tiny Inception nets.
   if config.model.name.endswith('_cifar'):
     config.model.downsample = 'conv'
     config.model.zero_init_last_bn = True

@@ -21,7 +21,7 @@ from se_flax import trees
 if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
   import ml_collections
 
-OPTIMIZERS = ('sgd', 'nesterov', 'adamw')
+OPTIMIZERS = ('sgd', 'nesterov', 'adamw', 'rmsprop')
 SCHEDULES = ('cosine', 'step', 'constant')
 WARMUPS = ('linear', 'constant')
 
@@ -182,8 +182,8 @@ def create_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule) -
 
 def _single_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule,
                       count_offset: int = 0) -> optax.GradientTransformation:
-  """optax.adamw or coupled-decay SGD, built as optax builds them (same state layout) but with the
-  learning rate of `scale_by_step_schedule`."""
+  """optax.adamw, or coupled-decay SGD or RMSProp, built as optax builds them (same state layout)
+  but with the learning rate of `scale_by_step_schedule`."""
   opt = config.optim
   if opt.name not in OPTIMIZERS:
     raise ValueError(f'optim.name={opt.name!r} is not one of {", ".join(OPTIMIZERS)}')
@@ -194,6 +194,12 @@ def _single_optimizer(config: ml_collections.ConfigDict, lr_fn: optax.Schedule,
   if opt.name == 'adamw':  # optax.adamw's chain
     return optax.chain(optax.scale_by_adam(b1=opt.b1, b2=opt.b2),
                        optax.add_decayed_weights(opt.weight_decay, mask), scale)
+  if opt.name == 'rmsprop':
+    # optax.rmsprop's chain, TensorFlow's RMSProp as the Inception papers trained with: ms = decay * ms
+    # + (1 - decay) g^2; mom = momentum * mom + lr g / sqrt(ms + eps); w -= mom. Coupled L2 decay first.
+    momentum = optax.trace(decay=opt.momentum) if opt.momentum else optax.identity()
+    rms = optax.scale_by_rms(decay=opt.rmsprop_decay, eps=opt.rmsprop_eps, eps_in_sqrt=True)
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=mask), optax.chain(rms, scale, momentum))
   # Coupled L2 decay for SGD (the paper's and the reference recipes' convention); optax.sgd's chain.
   momentum = (optax.trace(decay=opt.momentum, nesterov=opt.name == 'nesterov') if opt.momentum
               else optax.identity())

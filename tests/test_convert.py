@@ -138,8 +138,8 @@ def test_timm_names_are_registered():
 @pytest.mark.parametrize('name', convert.TIMM_NAMES)
 def test_key_map_covers_every_variable(name):
   """Every flax leaf gets its own timm key (a collision would silently drop a variable)."""
-  module = models.create(name)
+  module, size = models.create(name), models.spec(name).input_size
   shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32))
+                          jax.ShapeDtypeStruct((1, size, size, 3), np.float32))
   key_map = convert.timm_key_map(name, module, shapes)
   assert len(key_map) == len(jax.tree.leaves(shapes))

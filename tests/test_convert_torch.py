@@ -30,9 +30,20 @@ def _logits(module, variables, images):
   return module.apply(variables, images, train=False)
 
 
+def _reference(name: str):
+  """timm's model, or for bninception the pretrainedmodels port (skipped where that is missing)."""
+  if name == 'bninception':
+    pretrainedmodels = pytest.importorskip('pretrainedmodels')
+    return pretrainedmodels.bninception(num_classes=1000, pretrained=None)
+  return timm.create_model(name, pretrained=False)
+
+
 # Small inputs keep compile and run short. 68 px (timm layout): even stem and max-pool inputs,
 # then odd stages (ceil-mode avg-down); 64 px (legacy): stem output 32, where the ceil-mode
-# max-pool gives 16 and floor mode 15.
+# max-pool gives 16 and floor mode 15. Inception-v3 / Inception-ResNet-v2 at 75 px, their
+# smallest input (odd maps throughout: 75, 37, 17, 7, 3) and 79 px (even 18 into the second stem
+# pool); BN-Inception at 230 px, the largest its 7x7 classifier pool takes (floor and ceil mode
+# differ at 3c and 4e only).
 @pytest.mark.parametrize('name, size', [
     ('seresnet18', 68),  # timm basic block, SE width 8 at 64 channels
     ('resnet26d', 68),  # no SE, deep stem, avg-down
@@ -44,9 +55,12 @@ def _logits(module, variables, images):
     ('skresnet34', 68),  # selective kernel with the input split, 3-4-6-3 basic blocks
     ('mobilenetv1_100', 68),  # stride-2 depthwise convs on 34, 17, 9, 5 (odd) maps
     ('vgg16_bn', 260),  # fc6 (7x7) slides over an 8x8 map: 2x2 outputs averaged; 65 -> 32 floor-mode pool
+    ('inception_v3', 75),
+    ('inception_resnet_v2', 79),
+    ('bninception', 230),
 ])
 def test_matches_live_timm(name, size):
-  model = timm.create_model(name, pretrained=False).eval()
+  model = _reference(name).eval()
   keys = [(k, list(v.shape)) for k, v in model.state_dict().items()]
   state_dict = {k: torch.from_numpy(v)
                 for k, v in weights.make_state_dict(keys, seed=3, **weights.draw_options(name)).items()}

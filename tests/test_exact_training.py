@@ -272,7 +272,8 @@ def node_at(tree: dict, path: tuple[str, ...]) -> dict:
 
 def optim_config(name: str, decay_all: bool):
   config = default.get_config()
-  config.optim.update(name=name, momentum=0.9, weight_decay=0.05, decay_bn_and_bias=decay_all, b1=0.8, b2=0.95)
+  config.optim.update(name=name, momentum=0.9, weight_decay=0.05, decay_bn_and_bias=decay_all, b1=0.8, b2=0.95,
+                      rmsprop_decay=0.85, rmsprop_eps=0.5)
   return config
 
 
@@ -282,7 +283,8 @@ def lr_at(count: int) -> float:
 
 def reference_updates(name: str, params: dict, grads: list[dict], decayed: dict) -> dict:
   """The textbook updates in float64 (PyTorch's SGD with dampening 0 and coupled L2 decay; its
-  nesterov=True; AdamW with decoupled decay times lr, eps 1e-8 outside the square root)."""
+  nesterov=True; AdamW with decoupled decay times lr, eps 1e-8 outside the square root;
+  TensorFlow's RMSProp with momentum, eps inside the square root, and coupled L2 decay)."""
   p = {k: v.astype(np.float64) for k, v in params.items()}
   m = {k: np.zeros_like(v) for k, v in p.items()}
   v2 = {k: np.zeros_like(v) for k, v in p.items()}
@@ -293,6 +295,11 @@ def reference_updates(name: str, params: dict, grads: list[dict], decayed: dict)
         d = g[k] + 0.05 * p[k] * decayed[k]
         m[k] = 0.9 * m[k] + d
         p[k] = p[k] - lr * ((d + 0.9 * m[k]) if name == 'nesterov' else m[k])
+      elif name == 'rmsprop':
+        d = g[k] + 0.05 * p[k] * decayed[k]
+        v2[k] = 0.85 * v2[k] + 0.15 * d ** 2
+        m[k] = 0.9 * m[k] + lr * d / np.sqrt(v2[k] + 0.5)
+        p[k] = p[k] - m[k]
       else:
         m[k] = 0.8 * m[k] + 0.2 * g[k]
         v2[k] = 0.95 * v2[k] + 0.05 * g[k] ** 2

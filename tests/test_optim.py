@@ -143,9 +143,14 @@ def test_optimizers_are_optax_s_own_chains(name):
   c = config(optim__name=name, optim__weight_decay=0.01)
   lr = optax.linear_schedule(0.3, 0.1, 5)
   mask = optim.decay_mask
-  reference = (optax.adamw(lr, b1=0.9, b2=0.999, weight_decay=0.01, mask=mask) if name == 'adamw' else
-               optax.chain(optax.add_decayed_weights(0.01, mask=mask),
-                           optax.sgd(lr, momentum=0.9, nesterov=name == 'nesterov')))
+  if name == 'adamw':
+    reference = optax.adamw(lr, b1=0.9, b2=0.999, weight_decay=0.01, mask=mask)
+  elif name == 'rmsprop':
+    reference = optax.chain(optax.add_decayed_weights(0.01, mask=mask),
+                            optax.rmsprop(lr, decay=0.9, eps=1.0, momentum=0.9))
+  else:
+    reference = optax.chain(optax.add_decayed_weights(0.01, mask=mask),
+                            optax.sgd(lr, momentum=0.9, nesterov=name == 'nesterov'))
   tx = optim.create_optimizer(c, lr)
   states = [reference.init(PARAMS), tx.init(PARAMS), tx.init(PARAMS)]
   assert jax.tree_util.tree_structure(states[0]) == jax.tree_util.tree_structure(states[1])

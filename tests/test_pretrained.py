@@ -64,7 +64,7 @@ def offline_hub(tmp_path, monkeypatch):
 
 
 def test_table_covers_the_reference_names():
-  assert len(pretrained.TAGS) == 92
+  assert len(pretrained.TAGS) == 98
   assert set(pretrained.DEFAULT_TAGS) <= set(convert.TIMM_NAMES)
   assert all(pretrained.TAGS[t].name == n for n, t in pretrained.DEFAULT_TAGS.items())
   seresnet50 = pretrained.TAGS[HUB_TAG]

@@ -327,7 +327,7 @@ def _golden_keys(name: str) -> list:
 
 def test_se_mobilenet_from_baseline_timm_file(tmp_path, digits_dir):
   """config.init_from = a mobilenetv1_100 .safetensors on se_mobilenetv1_100: read as mobilenetv1_100
-  weights (facts.TIMM_BASELINES), validated from the header, every baseline variable loaded, the 13
+  weights (facts.baseline_of), validated from the header, every baseline variable loaded, the 13
   SE units (4 arrays each) and the 10-class head freshly initialised."""
   import importlib.util
   spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weights.py')

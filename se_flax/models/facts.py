@@ -53,7 +53,8 @@ class Tag:
 
 
 # Registry names that timm 1.0.31 also has (docs/reference.md, section 1): the names the
-# converter maps (se_flax.weights.convert).
+# converter maps (se_flax.weights.convert). One exception: 'bninception' is the `pretrainedmodels`
+# package's BN-Inception (0.7.4, not in timm), whose state dict the converter maps alike.
 TIMM_NAMES = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
     'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
@@ -64,12 +65,8 @@ TIMM_NAMES = (
     'seresnext26t_32x4d', 'skresnet18', 'skresnet34', 'skresnext50_32x4d',
     'ecaresnet26t', 'ecaresnet50d', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight',
     'vgg16_bn', 'mobilenetv1_100',
+    'inception_v3', 'inception_resnet_v2', 'bninception',
 )
-
-# Registry names without a timm model whose network is a timm model's plus SE: weights of that
-# timm model (a file or hub id given for the SE name, e.g. `config.init_from`) load into it, the
-# SE parameters starting fresh.
-TIMM_BASELINES = {'se_vgg16_bn': 'vgg16_bn', 'se_mobilenetv1_100': 'mobilenetv1_100'}
 
 # Every pretrained ImageNet-1k tag that timm 1.0.31 lists for those names
 # (`timm.list_pretrained(name)`, `get_pretrained_cfg(tag)`: input_size, crop_pct, test_input_size,
@@ -174,11 +171,23 @@ _ROWS = (
     # (MobileNet-V1 baselines, ra4 weights), 76.094 at 256 px (75.382 at 224).
     ('vgg16_bn.tv_in1k', 224, 0.875, 224, 0.875, 'bilinear', 73.37),
     ('mobilenetv1_100.ra4_e3600_r224_in1k', 224, 0.875, 256, 0.95, 'bicubic', 76.094),
+    ('inception_v3.gluon_in1k', 299, 0.875, 299, 0.875, 'bicubic', 78.806),
+    ('inception_v3.tf_adv_in1k', 299, 0.875, 299, 0.875, 'bicubic', 77.592),
+    ('inception_v3.tf_in1k', 299, 0.875, 299, 0.875, 'bicubic', 77.862),
+    ('inception_v3.tv_in1k', 299, 0.875, 299, 0.875, 'bicubic', 77.434),
+    ('inception_resnet_v2.tf_ens_adv_in1k', 299, 0.8975, 299, 0.8975, 'bicubic', 79.978),
+    ('inception_resnet_v2.tf_in1k', 299, 0.8975, 299, 0.8975, 'bicubic', 80.462),
 )
-_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-             'mobilenetv1_100.ra4_e3600_r224_in1k': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+IMAGENET_INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm IMAGENET_INCEPTION_MEAN / STD
+_MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': IMAGENET_INCEPTION_MEAN_STD,
+             'mobilenetv1_100.ra4_e3600_r224_in1k': IMAGENET_INCEPTION_MEAN_STD,
+             **{t: IMAGENET_INCEPTION_MEAN_STD for t in ('inception_v3.tv_in1k', 'inception_v3.tf_in1k',
+                                                        'inception_v3.tf_adv_in1k', 'inception_resnet_v2.tf_in1k',
+                                                        'inception_resnet_v2.tf_ens_adv_in1k')}}
 
-# Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files.
+# Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files. No tag
+# for bninception: timm has none, and the pretrainedmodels weights take BGR input in 0..255, which
+# the input pipeline does not produce (docs/reference.md, section 5).
 _V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
 _PTH_URLS = {
     'legacy_seresnet18.in1k': _V01 + 'weights/seresnet18-4bb0ce65.pth',
@@ -208,18 +217,20 @@ DEFAULT_TAGS = {
     'legacy_seresnext26_32x4d': 'legacy_seresnext26_32x4d.in1k',
     'legacy_seresnext50_32x4d': 'legacy_seresnext50_32x4d.in1k',
     'legacy_seresnext101_32x4d': 'legacy_seresnext101_32x4d.in1k', 'senet154': 'senet154.gluon_in1k',
-    'legacy_senet154': 'legacy_senet154.in1k',
     'seresnext26t_32x4d': 'seresnext26t_32x4d.bt_in1k', 'skresnet18': 'skresnet18.ra_in1k',
     'skresnet34': 'skresnet34.ra_in1k', 'skresnext50_32x4d': 'skresnext50_32x4d.ra_in1k',
     'ecaresnet26t': 'ecaresnet26t.ra2_in1k', 'ecaresnet50d': 'ecaresnet50d.miil_in1k',
     'ecaresnet50t': 'ecaresnet50t.ra2_in1k', 'ecaresnet101d': 'ecaresnet101d.miil_in1k',
     'ecaresnetlight': 'ecaresnetlight.miil_in1k',
     'vgg16_bn': 'vgg16_bn.tv_in1k', 'mobilenetv1_100': 'mobilenetv1_100.ra4_e3600_r224_in1k',
+    'legacy_senet154': 'legacy_senet154.in1k', 'inception_v3': 'inception_v3.tv_in1k',
+    'inception_resnet_v2': 'inception_resnet_v2.tf_in1k',
 }
 
 # The tags the model table quotes (torchvision's where timm has them, as the paper compares with
-# those; else the SE weights timm trained) and the paper's figures: ImageNet 100 - Table 2/8
-# top-1 error, CIFAR Tables 4-5 error (docs/reference.md, sections 1 and 3).
+# those; else the SE weights timm trained; Inception-ResNet-v2: TF-slim's) and the paper's figures:
+# ImageNet 100 - Table 2/8 top-1 error, CIFAR Tables 4-5 error (docs/reference.md, sections 1 and 3;
+# the Inception nets: its Inception section).
 _QUOTED = {
     'resnet18': ('tv',), 'resnet34': ('tv',), 'resnet50': ('tv', 'a1'), 'resnet101': ('tv',),
     'resnet152': ('tv',), 'seresnet50': ('ra2',), 'resnext50_32x4d': ('tv',), 'seresnext26d_32x4d': ('bt',),
@@ -229,6 +240,7 @@ _QUOTED = {
     'ecaresnet26t': ('ra2',), 'ecaresnet50d': ('miil',), 'ecaresnet50t': ('ra2',), 'ecaresnet101d': ('miil',),
     'ecaresnetlight': ('miil',),
     'vgg16_bn': ('tv',), 'mobilenetv1_100': ('ra4_e3600_r224',),
+    'inception_v3': ('tv',), 'inception_resnet_v2': ('tf',),
 }
 _PAPER = {
     'resnet50': 'paper baseline 75.20', 'seresnet50': 'paper 76.71', 'legacy_seresnet50': 'paper 76.71',
@@ -246,6 +258,8 @@ _PAPER = {
     'vgg16_bn': 'paper baseline 72.98', 'se_vgg16_bn': 'paper 74.78',
     'mobilenetv1_100': 'paper baseline 71.60', 'se_mobilenetv1_100': 'paper 74.70',
     'shufflenet_v1_g3': 'paper baseline 67.40', 'se_shufflenet_v1_g3': 'paper 69.00',
+    'bninception': 'paper baseline 74.62', 'se_bninception': 'paper 75.77',
+    'inception_resnet_v2': 'paper baseline 79.63', 'se_inception_resnet_v2': 'paper 80.20',
 }
 
 
@@ -254,11 +268,12 @@ class ModelFacts:
   """Everything recorded about one registered model."""
 
   name: str
-  timm: bool  # timm 1.0.31 has this architecture under this name
+  timm: bool  # the converter maps this name (timm 1.0.31's architecture; bninception: pretrainedmodels')
   tags: tuple[Tag, ...]  # timm's pretrained tags, all of them
   default_tag: str | None  # what pretrained=True loads
   quoted: tuple[Tag, ...]  # the tags the model table quotes
   paper: str  # the paper's figure, '' if it reports none
+  baseline: str | None = None  # the converter name whose weights this SE net starts from (`baseline_of`)
 
   @property
   def reference(self) -> str:
@@ -267,8 +282,16 @@ class ModelFacts:
     return '; '.join(p for p in (timm, self.paper) if p)
 
 
+def baseline_of(name: str) -> str | None:
+  """The converter name an SE net without weights of its own starts from: `name` without its 'se_'
+  prefix ('se_inception_v3' -> 'inception_v3'), where the converter has that name; else None. A
+  weights file or hub id given for `name` is read as that baseline's (SE parameters stay fresh)."""
+  base = name.removeprefix('se_')
+  return base if base != name and name not in TIMM_NAMES and base in TIMM_NAMES else None
+
+
 def facts(name: str) -> ModelFacts:
   """The facts about `name` (a model without timm weights or paper figures gets empty ones)."""
   quoted = tuple(TAGS[f'{name}.{s}_in1k' if s else f'{name}.in1k'] for s in _QUOTED.get(name, ()))
   return ModelFacts(name, name in TIMM_NAMES, tuple(t for t in TAGS.values() if t.name == name),
-                    DEFAULT_TAGS.get(name), quoted, _PAPER.get(name, ''))
+                    DEFAULT_TAGS.get(name), quoted, _PAPER.get(name, ''), baseline_of(name))

@@ -12,8 +12,11 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
+from se_flax.models.bninception import BNInception
 from se_flax.models.facts import ModelFacts, facts
 from se_flax.models.mobilenet import MobileNetV1
+from se_flax.models.inception import InceptionV3
+from se_flax.models.inception_resnet import InceptionResNetV2
 from se_flax.models.resnet import ResNet
 from se_flax.models.se import KINDS, SEConfig
 from se_flax.models.selective_kernel import SKConfig
@@ -260,6 +263,8 @@ def _register_attention_nets() -> None:
              zero_init_last_bn=False)
   register('skresnext50_32x4d', input_size=224, description='SK-ResNeXt-50 32x4d (SKNet-50)',
            stage_sizes=_DEPTHS[50][1], selective_kernel=_SK_RESNEXT, zero_init_last_bn=False, **resnext)
+
+
 # The paper's other architectures (Tables 2-3): VGG-16 with BN (SE after each conv's ReLU),
 # MobileNet v1 (SE at the end of each depthwise-separable block) and ShuffleNet v1 1x, g = 3 (SE
 # on each unit's residual branch). SE as the paper and its Caffe models: r = 16, C // r, FC biases.
@@ -292,6 +297,26 @@ def _register_shufflenet() -> None:
              stage_sizes=(4, 8, 4), widths=(240, 480, 960), description=f'{"SE-" if se else ""}ShuffleNet v1 1x, g = 3 (Zhang et al. 2018)')
   register('se_shufflenet_tiny', input_size=32, module=ShuffleNetV1, se=_TINY_SE, groups=3, stage_sizes=(1, 1, 1),
            widths=(24, 48, 96), stem_width=12, num_classes=10, description='tiny SE-ShuffleNet v1 for tests')
+# The Inception networks of the paper's Table 2 (BN-Inception, Inception-ResNet-v2) and
+# Inception-v3. SE as the SE-BN-Inception prototxt: C // 16 with biases, sigmoid (SEConfig's
+# defaults). Baselines: the pretrainedmodels BN-Inception port, timm's inception_v3 and
+# inception_resnet_v2. The _tiny variants (1/8 width, one module or residual block per SE stage;
+# compilation time grows with the conv count) are for tests and digits runs: BN-Inception at
+# 32 px, the others at 75 px (their smallest input).
+
+_INCEPTION_SE = SEConfig(reduction=16, rounding='floor')
+_TINY_SE = SEConfig(reduction=4, rounding='floor')
+
+
+def _register_inception() -> None:
+  nets = (('bninception', 'BN-Inception', BNInception, 224, dict(modules=('3a', '3c', '5b')), 32),
+          ('inception_v3', 'Inception-v3', InceptionV3, 299, dict(modules=('5b', '6a', '7b')), 75),
+          ('inception_resnet_v2', 'Inception-ResNet-v2', InceptionResNetV2, 299, dict(depths=(1, 1, 0)), 75))
+  for name, title, module, size, tiny, tiny_size in nets:
+    register(name, input_size=size, description=title, module=module)
+    register(f'se_{name}', input_size=size, description=f'SE-{title}', module=module, se=_INCEPTION_SE)
+    register(f'se_{name}_tiny', input_size=tiny_size, description=f'tiny SE-{title} for tests',
+             module=module, se=_TINY_SE, width=0.125, **tiny)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,4 +340,5 @@ _register_attention_nets()
 _register_vgg()
 _register_mobilenet()
 _register_shufflenet()
+_register_inception()
 _register_tiny()

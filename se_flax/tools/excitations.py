@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 
 from absl import app
 from absl import flags
@@ -78,10 +79,10 @@ def class_means(model, variables: dict, batches, num_classes: int) -> tuple[dict
 
 
 def _block_order(name: str) -> tuple:
-  """'layer2_10/se' sorts after 'layer2_9/se'."""
+  """'layer2_10/se' sorts after 'layer2_9/se': runs of digits compare as numbers, the rest as text
+  (never a number with a text: 'block8/se' and 'block8_0/se' of Inception-ResNet-v2 both sort)."""
   head = name.split('/')[0]
-  parts = head.replace('layer', '').split('_')
-  return tuple(int(p) if p.isdigit() else p for p in parts) + (name,)
+  return tuple((0, int(p), '') if p.isdigit() else (1, 0, p) for p in re.split(r'(\d+)', head) if p) + ((2, 0, name),)
 
 
 def write_outputs(out_dir: str, means: dict, counts: np.ndarray, classes: list[int], title: str,

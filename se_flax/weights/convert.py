@@ -15,8 +15,11 @@ timm key and nothing is silently left at its initial value. Three timm layouts:
     layer1.0.conv1.bn.*) and the selective-kernel conv holds layer1.0.conv2.paths.{i}.{conv,bn}.* and
     layer1.0.conv2.attn.{fc_reduce,bn,fc_select}.* (basic blocks: conv1).
 
-Other families: vgg16_bn (`_vgg_layout`: features.{i}.*, pre_logits.fc{1,2}.*, head.fc.*) and
-mobilenetv1_100 (`_mobilenet_layout`: conv_stem.*, bn1.*, blocks.{S}.{B}.*, classifier.*).
+Other families: vgg16_bn (`_vgg_layout`: features.{i}.*, pre_logits.fc{1,2}.*, head.fc.*),
+mobilenetv1_100 (`_mobilenet_layout`: conv_stem.*, bn1.*, blocks.{S}.{B}.*, classifier.*), and
+Inception (`inception_v3`, `inception_resnet_v2`: timm; `bninception`: the Caffe port of the
+`pretrainedmodels` package 0.7.4, not a timm model, converted from its state dict alike): see
+`_inception_v3_layout`, `_inception_resnet_v2_layout`, `_bninception_layout`.
 
 Layout changes: conv OIHW -> HWIO (grouped: (O, I/g, H, W) -> (H, W, I/g, O)), 1D conv OIW -> WIO
 (ECA); Linear (out, in)
@@ -74,11 +77,14 @@ class Layout(NamedTuple):
   head: torch key of the classifier weight (its first dimension gives num_classes).
   dense_is_conv: whether the Dense at this flax module path is a 1x1 convolution in torch
     (timm's SE fcs), whose (out, in, 1, 1) weight becomes a Dense (in, out) kernel.
+  ignore: state-dict keys of parts se_flax does not build (e.g. torchvision's auxiliary
+    classifier in timm's inception_v3.tv_in1k file), accepted and dropped like num_batches_tracked.
   """
 
   rename: Callable[[tuple[str, ...]], list[str]]
   head: str
   dense_is_conv: Callable[[tuple[str, ...]], bool] = lambda modules: 'se' in modules
+  ignore: Callable[[str], bool] = lambda key: False  # checkpoint keys accepted and dropped
 
 
 def _resnet_layout(timm_name: str, module: nn.Module) -> Layout:
@@ -151,12 +157,52 @@ def _mobilenet_layout(timm_name: str, module: nn.Module) -> Layout:
   return Layout(rename, 'classifier.weight')
 
 
+def _inception_v3_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's inception_v3: the flax names are timm's (`Mixed_5b/branch1x1/conv`). torchvision's
+  checkpoint (inception_v3.tv_in1k) also holds the auxiliary classifier, which timm drops too."""
+  return Layout(list, 'fc.weight', ignore=lambda key: key.startswith('AuxLogits.'))
+
+
+_IRV2_BLOCKS = {'block35': 'repeat', 'block17': 'repeat_1', 'block8': 'repeat_2'}
+
+
+def _inception_resnet_v2_layout(timm_name: str, module: nn.Module) -> Layout:
+  """timm's inception_resnet_v2: `block35_{i}` -> `repeat.{i}`, `block17_{i}` -> `repeat_1.{i}`,
+  `block8_{i}` -> `repeat_2.{i}` (the last `block8` stays), `branch1_0` -> `branch1.0`, fc -> classif."""
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    out = []
+    for m in modules:
+      block = re.fullmatch(r'(block35|block17|block8)_(\d+)', m)
+      if block:
+        m = f'{_IRV2_BLOCKS[block[1]]}.{block[2]}'
+      out.append({'fc': 'classif'}.get(m, re.sub(r'^(branch\d)_(\d)$', r'\1.\2', m)))
+    return out
+
+  return Layout(rename, 'classif.weight')
+
+
+def _bninception_layout(timm_name: str, module: nn.Module) -> Layout:
+  """The pretrainedmodels BN-Inception port: flat names, `inception_3a/1x1/conv` -> `inception_3a_1x1`,
+  `.../bn` -> `inception_3a_1x1_bn`, stem `conv1_7x7_s2/{conv,bn}` alike, fc -> last_linear."""
+
+  def rename(modules: tuple[str, ...]) -> list[str]:
+    if modules == ('fc',):
+      return ['last_linear']
+    *path, unit = modules
+    return ['_'.join(path) + ('_bn' if unit == 'bn' else '')]
+
+  return Layout(rename, 'last_linear.weight')
+
+
 # timm name -> Layout builder (timm_name, module) -> Layout. Every name in TIMM_NAMES has one.
 LAYOUTS: dict[str, Callable[[str, nn.Module], Layout]] = {
     name: _resnet_layout for name in TIMM_NAMES
 }
 LAYOUTS.update({name: _sk_resnet_layout for name in ('skresnet18', 'skresnet34', 'skresnext50_32x4d')})
 LAYOUTS.update({'vgg16_bn': _vgg_layout, 'mobilenetv1_100': _mobilenet_layout})
+LAYOUTS.update({'inception_v3': _inception_v3_layout, 'inception_resnet_v2': _inception_resnet_v2_layout,
+                'bninception': _bninception_layout})
 
 
 def layout(timm_name: str, module: nn.Module | None = None) -> Layout:
@@ -228,8 +274,9 @@ def _listing(kind: str, items: list[str]) -> str:
 def _check_fit(timm_name: str, key_map: Mapping[str, Target], arrays: Mapping[str, np.ndarray]) -> None:
   """Raise one ValueError listing every missing key, unexpected key and shape mismatch."""
   optional = {k[:-len('running_mean')] + 'num_batches_tracked' for k in key_map if k.endswith('.running_mean')}
+  ignore = layout(timm_name).ignore
   missing = [k for k in key_map if k not in arrays]
-  unexpected = [k for k in arrays if k not in key_map and k not in optional]
+  unexpected = [k for k in arrays if k not in key_map and k not in optional and not ignore(k)]
   mismatched = [f'{k} {tuple(arrays[k].shape)} (expected {t.timm_shape})'
                 for k, t in key_map.items() if k in arrays and tuple(arrays[k].shape) != t.timm_shape]
   if missing or unexpected or mismatched:
@@ -262,12 +309,18 @@ def from_timm(timm_name: str, state_dict: Mapping[str, Any], **overrides) -> tup
   if head in arrays and 'num_classes' not in overrides:
     overrides['num_classes'] = int(arrays[head].shape[0])
   module = models.create(timm_name, **overrides)
-  # Only shapes are needed; the spatial size is irrelevant to them.
-  init = functools.partial(module.init, train=False)
-  shapes = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  shapes = _variable_shapes(timm_name, module)
   targets = timm_key_map(timm_name, module, shapes)
   _check_fit(timm_name, targets, arrays)
   return module, load(targets, arrays)
+
+
+def _variable_shapes(timm_name: str, module: nn.Module):
+  """The variables' shapes (nothing computed), traced at the model's natural input size: the shapes
+  do not depend on it, but some nets take no small input (Inception-v3: 75 px at least)."""
+  size = models.spec(timm_name).input_size
+  init = functools.partial(module.init, train=False)
+  return jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
 
 
 def timm_shapes(timm_name: str, shapes: Mapping[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
@@ -277,8 +330,7 @@ def timm_shapes(timm_name: str, shapes: Mapping[str, Any]) -> dict[str, jax.Shap
   head = layout(timm_name).head
   overrides = {'num_classes': int(shapes[head].shape[0])} if head in shapes else {}
   module = models.create(timm_name, **overrides)
-  init = functools.partial(module.init, train=False)
-  variables = jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  variables = _variable_shapes(timm_name, module)
   _check_fit(timm_name, timm_key_map(timm_name, module, variables), shapes)
   return trees.flatten(variables)
 

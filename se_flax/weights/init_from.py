@@ -3,6 +3,8 @@
 A fresh train state (random init from config.seed) is overwritten, parameter by parameter, with
 what the source holds under the same flax path. The source is a pretrained tag, a hub id or a
 timm .safetensors file (converted by `se_flax.weights.convert`), or another se_flax workdir's checkpoint.
+An SE net that timm lacks (`se_inception_v3`) starts from its baseline's tag or file
+(`inception_v3.tv_in1k`): everything but SE loads, and SE is reported freshly initialised.
 Every model variable ends up in exactly one group, logged as a short table:
 
   loaded                 the source's value (params and BatchNorm statistics);
@@ -118,23 +120,17 @@ def _is_file(init_from: str) -> bool:
   return init_from.endswith('.safetensors') or os.path.isfile(init_from)
 
 
-def _timm_name(model_name: str) -> str:
-  """The timm model whose weights a file or hub id given for `model_name` holds: the model itself,
-  or, for an SE network built on a timm model (se_vgg16_bn), that model (facts.TIMM_BASELINES):
-  its weights load and the SE parameters start fresh."""
-  return facts.TIMM_BASELINES.get(model_name, model_name)
-
-
 def _name_for(init_from: str, model_name: str) -> str | None:
   """The model name `pretrained.resolve` is given: a file, or a hub id outside the tag table whose
-  repo name is no timm model name, holds model.name's weights (or its timm baseline's); a tag
-  names its own model."""
+  repo name is no timm model name, holds model.name's weights (an SE net without a converter of
+  its own: its baseline's, `facts.baseline_of`); a tag names its own model."""
+  weights_name = facts.baseline_of(model_name) or model_name
   if _is_file(init_from):
-    return _timm_name(model_name)
+    return weights_name
   if init_from.startswith(pretrained.HUB_PREFIX):
     tag = init_from[len(pretrained.HUB_PREFIX):].split('/', 1)[-1]
     if tag not in pretrained.TAGS and tag.split('.', 1)[0] not in convert.TIMM_NAMES:
-      return _timm_name(model_name)
+      return weights_name
   return None
 
 

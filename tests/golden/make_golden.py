@@ -1,6 +1,7 @@
 """Regenerate the timm golden files used by tests/test_convert.py (needs torch + timm, no jax).
 
-    python tests/golden/make_golden.py [NAME ...]   (in a venv with: pip install torch==2.14.1 torchvision==0.29.1 timm safetensors)
+    python tests/golden/make_golden.py [NAME ...]   (in a venv with: pip install torch==2.14.1
+        torchvision==0.29.1 timm safetensors pretrainedmodels; names: all of GOLDEN_SIZES by default)
 
 Names (default: all of weights.GOLDEN_SIZES) regenerate only those files.
 
@@ -42,9 +43,26 @@ REFERENCE_PARAMS = {
     'ecaresnet101d': 44_568_563,
     'ecaresnetlight': 30_162_046,
     'vgg16_bn': 138_365_992,
+    'inception_v3': 23_834_568,
+    'inception_resnet_v2': 55_843_464,
+    'bninception': 11_295_240,  # pretrainedmodels 0.7.4
 }
 # Names whose converter is checked by key-list fit and parameter count only (no logits stored).
 KEYS_ONLY = ('skresnet34', 'ecaresnet26t', 'ecaresnet50t', 'ecaresnet101d', 'ecaresnetlight')
+
+
+def _pretrainedmodels_bninception() -> torch.nn.Module:
+  import pretrainedmodels  # pylint: disable=import-outside-toplevel
+  return pretrainedmodels.bninception(num_classes=1000, pretrained=None)
+
+
+# References that are not timm models (se_flax.weights.convert maps their state dicts alike).
+REFERENCE_BUILDERS = {'bninception': _pretrainedmodels_bninception}
+
+
+def reference_model(name: str) -> torch.nn.Module:
+  builder = REFERENCE_BUILDERS.get(name)
+  return builder() if builder else timm.create_model(name, pretrained=False)
 
 
 def write_keys(name: str, state_dict: dict[str, torch.Tensor]) -> list[tuple[str, list[int]]]:
@@ -61,7 +79,7 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 def golden(name: str, size: int) -> None:
   """Key list, parameter check, logits; also reports float32 vs float64 timm as a conditioning check."""
-  model = timm.create_model(name, pretrained=False)
+  model = reference_model(name)
   params = sum(p.numel() for p in model.parameters())
   if params != REFERENCE_PARAMS[name]:
     raise SystemExit(f'{name}: timm has {params:,} parameters, the reference table says {REFERENCE_PARAMS[name]:,}')

@@ -31,6 +31,12 @@ INPUT_SEED = 1
 # (F.adaptive_avg_pool2d, overlapping windows); inputs of 224 px and more skip that step
 # (tests/test_convert_torch.py checks 260 px, where fc6 sees 8x8 and slides). mobilenetv1_100,
 # 200 px: the stride-2 3x3 convs (padding 1) see even inputs (200, 100, 50) and odd ones (25, 13).
+# Inception-v3 and Inception-ResNet-v2, 170 px: every stride-2 'valid' layer (the first conv,
+# both stem max-pools, the strided convs and pools of Mixed_6a and Mixed_7a) sees an even map
+# (170, 82, 38, 18, 8), so each leaves its last row and column unused, where 'SAME' padding or
+# ceil mode would not. BN-Inception, 223 px: the port's 7x7 classifier pool takes 223..230 px
+# only; at 223 all four ceil-mode max-pools (stem 112 -> 56 -> 28, 3c 28 -> 14, 4e 14 -> 7) give
+# one more row than floor mode would, and the stem conv sees an odd size.
 GOLDEN_SIZES = {
     'legacy_seresnet18': 192,
     'legacy_senet154': 192,
@@ -43,6 +49,9 @@ GOLDEN_SIZES = {
     'skresnext50_32x4d': 204,
     'ecaresnet50d': 204,
     'vgg16_bn': 196,
+    'inception_v3': 170,
+    'inception_resnet_v2': 170,
+    'bninception': 223,
 }
 
 # Conv weights ~ N(0, gain / fan_in). He's gain 2 keeps the logits O(1..10) and 75-90% of their norm
