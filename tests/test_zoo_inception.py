@@ -1,6 +1,6 @@
 """The Inception networks: BN-Inception, Inception-v3, Inception-ResNet-v2 and their SE versions.
 
-Exact parameter and multiply-add counts against the reference ports (docs/reference.md, section 5:
+Exact parameter and multiply-add counts against the reference ports (docs/reference.md, section 8:
 pretrainedmodels 0.7.4's BN-Inception, timm 1.0.31's inception_v3 and inception_resnet_v2), SE's
 cost from its formula, every SE knob as a graph change, the stage grouping, PyTorch's pooling
 conventions, the converter's key names, starting an SE net from its baseline's weights
@@ -38,7 +38,7 @@ _spec = importlib.util.spec_from_file_location('golden_weights', GOLDEN / 'weigh
 weights = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(weights)
 
-# docs/reference.md, section 5: parameters and multiply-adds (convolutions and linear layers,
+# docs/reference.md, section 8: parameters and multiply-adds (convolutions and linear layers,
 # FlopCounterMode / 2) of the reference ports at their natural size.
 REFERENCE = {
     'bninception': (11_295_240, 2_032_600_064, 224),  # pretrainedmodels 0.7.4
@@ -94,7 +94,7 @@ def test_baseline_counts_equal_the_reference_ports(name):
   assert models.count_macs(models.create(name), size) == macs
 
 
-# se_flax's counts of the SE versions (docs/reference.md, section 5).
+# se_flax's counts of the SE versions (docs/reference.md, section 8).
 SE_COUNTS = {'bninception': (11_941_638, 2_033_239_424), 'inception_v3': (25_496_188, 5_714_867_040),
              'inception_resnet_v2': (64_387_444, 13_164_289_376)}
 

@@ -2,7 +2,7 @@
 1.0.31 and the papers, where SE sits, the stage mask, errors, init_from from a baseline's timm
 weights, the weight-decay exclusion, their ImageNet recipes, and training through train.py.
 
-Reference figures: docs/reference.md, section 5 (timm 1.0.31; the SE paper, Tables 2-3; the
+Reference figures: docs/reference.md, section 7 (timm 1.0.31; the SE paper, Tables 2-3; the
 ShuffleNet paper, Table 2).
 """
 
@@ -71,7 +71,7 @@ SHUFFLENET_WIDTHS = [240 - 24] + [240] * 3 + [480 - 240] + [480] * 7 + [960 - 48
 # ----------------------------------------------------------------------------------------------
 # Counts: timm 1.0.31 exactly, the papers' figures.
 
-# docs/reference.md section 5 (timm 1.0.31): params, multiply-adds at 224 px.
+# docs/reference.md section 7 (timm 1.0.31): params, multiply-adds at 224 px.
 TIMM = {'vgg16_bn': (138_365_992, 15_470_264_320), 'mobilenetv1_100': (4_231_976, 568_740_352)}
 
 

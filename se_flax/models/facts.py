@@ -187,7 +187,7 @@ _MEAN_STD = {'resnet34.ra4_e3600_r224_in1k': IMAGENET_INCEPTION_MEAN_STD,
 
 # Tags that timm (pretrained_cfg 'url', no 'hf_hub_id') publishes only as PyTorch files. No tag
 # for bninception: timm has none, and the pretrainedmodels weights take BGR input in 0..255, which
-# the input pipeline does not produce (docs/reference.md, section 5).
+# the input pipeline does not produce (docs/reference.md, section 8).
 _V01 = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-'
 _PTH_URLS = {
     'legacy_seresnet18.in1k': _V01 + 'weights/seresnet18-4bb0ce65.pth',
