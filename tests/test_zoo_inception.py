@@ -29,6 +29,7 @@ import safetensors.numpy
 
 from se_flax import models
 from se_flax.models import attention, inception_parts
+from se_flax.models import se as se_settings
 from se_flax.models.se import make_divisible
 from se_flax.weights import convert, init_from, pretrained
 
@@ -185,6 +186,7 @@ class _Doubling(nn.Module):
   config: models.SEConfig
   dtype: object = jnp.float32
   param_dtype: object = jnp.float32
+  norm: object = None  # the slot hands every kind but 'se' the network's BatchNorm factory
 
   @nn.compact
   def __call__(self, x):
@@ -194,6 +196,7 @@ class _Doubling(nn.Module):
 @pytest.mark.parametrize('name', sorted(TINY.values()))
 def test_kind_fills_every_slot(name, monkeypatch):
   monkeypatch.setitem(attention.MODULES, 'doubling', _Doubling)
+  monkeypatch.setitem(se_settings.KIND_DEFAULTS, 'doubling', {})  # a kind with no settings of its own
   assert [(p, c.kind) for p, c, _ in _se_units(name, se=dict(kind='doubling'))] == \
       [(p, 'doubling') for p, _, _ in _se_units(name)]
   assert _se_modules(_params(name, json.dumps({'kind': 'doubling'}))) == []  # the SE parameters are gone
