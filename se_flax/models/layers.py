@@ -72,7 +72,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
   sh, sw = window_strides
-  return lax.dot_general(lhs[:, ::sh, ::sw, :], rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+  x = lhs[:, ::sh, ::sw, :]
+  n, h, w, c = x.shape
+  # A 2-D dot: the kernel gradient is then x^T dy contracting one axis, which XLA runs without a
+  # copy; contracting N, H and W of 4-D arrays made it transpose dy first (a layout copy of every
+  # 1x1 conv's output cotangent, ~14% of a CPU step: docs/speed_notes.md s.8).
+  y = lax.dot_general(x.reshape(n * h * w, c), rhs[0, 0], (((1,), (0,)), ((), ())), precision=precision)
+  return y.reshape(n, h, w, rhs.shape[-1])
 
 
 def avg_pool_ceil(x: jax.Array, window: int = 2) -> jax.Array:
