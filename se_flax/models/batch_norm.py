@@ -28,6 +28,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from se_flax.models import layers
+
 
 def _means(xs: tuple[jax.Array, ...], axes: tuple[int, ...], axis_name: str | None) -> tuple[jax.Array, ...]:
   """Means over `axes` (sibling reductions XLA fuses into one pass), then over the devices of
@@ -110,14 +112,15 @@ class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm` (same fields, variables and numerics) with the closed-form training gradient.
 
   Supports what se_flax uses: features on the last axis, scale and bias, flax's default fast
-  variance, no mask or axis_index_groups (those fall back to flax's own code).
+  variance, no mask or axis_index_groups. Those, evaluation mode and
+  `layers.without_fast_paths(['bn_vjp'])` run flax's own code.
   """
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
     running = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
-    custom = (not running and mask is None and self.axis in (-1, x.ndim - 1) and self.use_bias
-              and self.use_scale and self.use_fast_variance and self.axis_index_groups is None
+    custom = (layers.fast_path('bn_vjp') and not running and mask is None and self.axis in (-1, x.ndim - 1)
+              and self.use_bias and self.use_scale and self.use_fast_variance and self.axis_index_groups is None
               and self.force_float32_reductions and not jnp.iscomplexobj(x))
     if not custom:
       return super().__call__(x, use_running_average, mask=mask)
