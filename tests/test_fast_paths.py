@@ -5,7 +5,8 @@
   * the stem max-pool's custom gradient: every output's cotangent goes to the first maximum of its
     window in row-major order (PyTorch's rule), checked against a NumPy loop with many ties, and
     equals JAX's gradient of the slice-based pool where there are no ties;
-  * `without_fast_paths` switches each off and rejects unknown names.
+  * `fast_paths.disabled` switches each off and rejects unknown names; on CPU the steps are
+    compiled with convolutions outside XLA's YNNPACK fusions unless 'eigen_conv' is off.
 The BatchNorm fast path has its own file (test_batch_norm.py).
 """
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from se_flax import fast_paths
 from se_flax.models import layers
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -41,7 +43,7 @@ def test_pointwise_conv_as_dot_matches_convolution(stride):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
   # It is a dot on CPU (the form whose kernel gradient needs no layout copy) and a convolution when off.
   assert 'dot_general' in str(jax.make_jaxpr(lambda x: loss(layers.conv_general_dilated, x, kernel))(x))
-  with layers.without_fast_paths(['dot_1x1']):
+  with fast_paths.disabled(['dot_1x1']):
     assert 'dot_general' not in str(jax.make_jaxpr(lambda x: loss(layers.conv_general_dilated, x, kernel))(x))
 
 
@@ -82,13 +84,27 @@ def test_stem_pool_gradient_equals_autodiff_without_ties(mode):
   dy = jnp.asarray(rng.normal(size=layers.max_pool_stem(x, mode).shape), jnp.float32)
   grad = jax.jit(jax.grad(lambda x: jnp.sum(layers.max_pool_stem(x, mode) * dy)))
   fast = grad(x)
-  with layers.without_fast_paths(['pool_vjp']):
+  with fast_paths.disabled(['pool_vjp']):
     plain = jax.jit(jax.grad(lambda x: jnp.sum(layers.max_pool_stem(x, mode) * dy)))(x)
   np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-6)
-  assert layers.fast_path('pool_vjp')  # switched back on after the block
+  assert fast_paths.enabled('pool_vjp')  # switched back on after the block
 
 
 def test_unknown_fast_path_is_named():
-  with pytest.raises(ValueError, match=r"\['pool'\] are not among dot_1x1, pool_vjp, bn_vjp"):
-    with layers.without_fast_paths(['pool']):
+  with pytest.raises(ValueError, match=r"\['pool'\] are not among dot_1x1, pool_vjp, bn_vjp, eigen_conv"):
+    with fast_paths.disabled(['pool']):
       pass
+
+
+def test_cpu_steps_compile_convolutions_outside_ynnpack():
+  """'eigen_conv': on CPU the steps' compiler options leave convolutions to Eigen (no YNNPACK fusion
+  around them); with it off, XLA's defaults put this convolution in a YNNPACK fusion."""
+  if jax.default_backend() != 'cpu':
+    pytest.skip('an XLA CPU option')
+  x, kernel = jnp.ones((2, 32, 32, 32)), jnp.ones((3, 3, 32, 32))
+  conv = lambda x, kernel: lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=DN)
+  compiled = lambda: jax.jit(conv, compiler_options=fast_paths.compiler_options()).lower(x, kernel).compile()
+  assert 'convolution(' in compiled().as_text() and '__ynn_fusion' not in compiled().as_text()
+  with fast_paths.disabled(['eigen_conv']):
+    assert fast_paths.compiler_options() is None
+    assert '__ynn_fusion' in compiled().as_text()

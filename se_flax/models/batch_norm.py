@@ -28,7 +28,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from se_flax.models import layers
+from se_flax import fast_paths
 
 
 def _means(xs: tuple[jax.Array, ...], axes: tuple[int, ...], axis_name: str | None) -> tuple[jax.Array, ...]:
@@ -113,13 +113,13 @@ class BatchNorm(nn.BatchNorm):
 
   Supports what se_flax uses: features on the last axis, scale and bias, flax's default fast
   variance, no mask or axis_index_groups. Those, evaluation mode and
-  `layers.without_fast_paths(['bn_vjp'])` run flax's own code.
+  `fast_paths.disabled(['bn_vjp'])` run flax's own code.
   """
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
     running = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
-    custom = (layers.fast_path('bn_vjp') and not running and mask is None and self.axis in (-1, x.ndim - 1)
+    custom = (fast_paths.enabled('bn_vjp') and not running and mask is None and self.axis in (-1, x.ndim - 1)
               and self.use_bias and self.use_scale and self.use_fast_variance and self.axis_index_groups is None
               and self.force_float32_reductions and not jnp.iscomplexobj(x))
     if not custom:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
@@ -11,34 +10,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from se_flax import fast_paths
+
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
-
-# Numerically equivalent implementations chosen for speed (docs/speed_notes.md s.8), all on by
-# default; `without_fast_paths` turns some off while a model is traced, to measure what each gives.
-FAST_PATHS = ('dot_1x1', 'pool_vjp', 'bn_vjp')
-_disabled: set[str] = set()
-
-
-def fast_path(name: str) -> bool:
-  """Whether the fast path `name` (one of FAST_PATHS) is on; read when a model is traced."""
-  return name not in _disabled
-
-
-@contextlib.contextmanager
-def without_fast_paths(names):
-  """Trace models inside this block with the named fast paths off (the plain JAX/flax code)."""
-  names = set(names)
-  unknown = names - set(FAST_PATHS)
-  if unknown:
-    raise ValueError(f'fast paths {sorted(unknown)} are not among {", ".join(FAST_PATHS)}')
-  before = set(_disabled)
-  _disabled.update(names)
-  try:
-    yield
-  finally:
-    _disabled.clear()
-    _disabled.update(before)
-
 
 def same_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
   """PyTorch-style symmetric padding k // 2 (flax 'SAME' pads asymmetrically at stride 2)."""
@@ -59,7 +33,7 @@ def _max_pool_3x3_s2_slices(x: jax.Array, pads: tuple[tuple[int, int], tuple[int
 
   The same maxima as `nn.max_pool`, but the gradient is 9 elementwise selects instead of XLA's
   select-and-scatter, which is about 10x slower on CPU (docs/speed_notes.md). Ties split the
-  gradient (JAX's rule for `max`). The path with `fast_paths` 'pool_vjp' off.
+  gradient (JAX's rule for `max`). The path with fast path 'pool_vjp' off.
   """
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
   out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
@@ -137,7 +111,7 @@ def max_pool_stem(x: jax.Array, mode: str) -> jax.Array:
     pads = ((0, _ceil_extra(x.shape[1], 3, 2)), (0, _ceil_extra(x.shape[2], 3, 2)))
   else:
     raise ValueError(f'stem pool mode={mode!r} is not one of pad, ceil')
-  return (_max_pool_3x3_s2 if fast_path('pool_vjp') else _max_pool_3x3_s2_slices)(x, pads)
+  return (_max_pool_3x3_s2 if fast_paths.enabled('pool_vjp') else _max_pool_3x3_s2_slices)(x, pads)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
@@ -154,7 +128,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
   # CPU only: cuDNN handles 1x1 convolutions well, and XLA GPU (jax 0.11.2) aborts compiling the
   # strided-slice + dot form at 'highest' matmul precision (triton_tiling_propagation check).
   pointwise = (rhs.shape[:2] == (1, 1) and feature_group_count == 1 and dimension_numbers == _NHWC
-               and unpadded and undilated and not kwargs and jax.default_backend() == 'cpu' and fast_path('dot_1x1'))
+               and unpadded and undilated and not kwargs and jax.default_backend() == 'cpu'
+               and fast_paths.enabled('dot_1x1'))
   if not pointwise:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
