@@ -39,7 +39,16 @@ def test_benchmark_json_figures_without_tensorflow():
     assert result[key] > 0, key
   assert result['num_devices'] == 1 and result['batch'] == 4
   assert result['mfu'] is None  # CPU: no peak in the table and no --peak-tflops
+  assert result['fast_paths_disabled'] == []
   assert '| se_flax seresnet_tiny |' in proc.stdout
+
+
+def test_unknown_fast_path_is_a_one_line_error():
+  proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.benchmark', *TINY, '--disable-fast-paths=bn_vjp,bogus'],
+                        cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "--disable-fast-paths: fast paths ['bogus'] are not among dot_1x1, pool_vjp, bn_vjp, eigen_conv")
 
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='torch is installed here')
