@@ -84,6 +84,21 @@ MUTANTS = [
     # BatchNorm.
     Mutant('bn_momentum', 'se_flax/models/resnet.py', 'bn_momentum: float = 0.9', 'bn_momentum: float = 0.99',
            (f'{EXACT}::test_batch_norm_running_statistics',), 'BatchNorm momentum 0.99 (PyTorch 0.01)'),
+    Mutant('bn_vjp_no_centring', 'se_flax/models/batch_norm.py',
+           'dx = (scale * inv) * (dy - dy_mean - xhat * dy_xhat_mean)',
+           'dx = (scale * inv) * (dy - xhat * dy_xhat_mean)', ('tests/test_batch_norm.py',),
+           "closed-form BatchNorm gradient without the mean of the output's cotangent"),
+    Mutant('bn_vjp_unsynced', 'se_flax/models/batch_norm.py', 'dy_mean, dy_xhat_mean = _means((dy, dy * xhat), axes, axis_name)',
+           'dy_mean, dy_xhat_mean = _means((dy, dy * xhat), axes, None)',
+           ('tests/test_batch_norm.py::test_synchronised_statistics_match_flax_autodiff_on_4_devices',),
+           "synchronised BatchNorm's backward means taken on each device alone"),
+    Mutant('attn_norm_not_passed', 'se_flax/models/inception_parts.py',
+           'param_dtype=self.param_dtype, norm=self._norm(train))', 'param_dtype=self.param_dtype)',
+           ('tests/test_attention.py::test_batch_norm_in_the_slot_is_the_networks',),
+           "the Inceptions' attention slot ignores frozen statistics and axis_name"),
+    # The stem max-pool's custom gradient.
+    Mutant('pool_last_maximum', 'se_flax/models/layers.py', 'better = v > best', 'better = v >= best',
+           ('tests/test_fast_paths.py',), "the pool's gradient goes to the last maximum of a window"),
     # Optimisers.
     Mutant('nesterov_plain', 'se_flax/optim.py', "nesterov=opt.name == 'nesterov'", 'nesterov=False',
            (f'{EXACT}::test_optimizer_matches_its_formula',), "'nesterov' runs plain momentum"),

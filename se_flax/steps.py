@@ -22,6 +22,7 @@ import optax
 if TYPE_CHECKING:  # annotations only: the step builds on machines without ml_collections
   import ml_collections
 
+from se_flax import fast_paths
 from se_flax import optim
 
 AXIS = 'data'
@@ -101,7 +102,7 @@ def make_train_step(model, config, num_classes: int, mesh, lr_fn) -> Callable:
                            label_smoothing=config.optim.label_smoothing,
                            sync_bn=config.model.sync_batch_norm, lr_fn=lr_fn)
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=False)
-  return jax.jit(sharded, donate_argnums=0)
+  return jax.jit(sharded, donate_argnums=0, compiler_options=fast_paths.compiler_options())
 
 
 def _eval_step(variables: dict, batch: dict, *, model, num_classes: int) -> dict:
@@ -119,7 +120,8 @@ def _eval_step(variables: dict, batch: dict, *, model, num_classes: int) -> dict
 
 def make_eval_step(model, num_classes: int, mesh) -> Callable:
   step = functools.partial(_eval_step, model=model, num_classes=num_classes)
-  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False))
+  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False),
+                 compiler_options=fast_paths.compiler_options())
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:

@@ -471,10 +471,16 @@ def test_stage_mask_reaches_every_kind():
     assert sorted(with_slot) == ['layer2_0', 'layer4_0'], kind
 
 
+_NETWORKS_AT = {'seresnet_tiny': 32, 'se_vgg_tiny': 32, 'se_mobilenet_tiny': 32, 'se_shufflenet_tiny': 32,
+                'se_bninception_tiny': 32, 'se_inception_v3_tiny': 75, 'se_inception_resnet_v2_tiny': 75}
+
+
 @pytest.mark.parametrize('kind, settings', [('srm', {}), ('cbam', {}), ('ge', dict(ge_variant='theta', ge_extent=2))])
-def test_batch_norm_in_the_slot_is_the_networks(kind, settings):
-  """Inside ResNet the slot's BatchNorm is the network's own: train/eval mode, frozen statistics,
+@pytest.mark.parametrize('network', list(_NETWORKS_AT))
+def test_batch_norm_in_the_slot_is_the_networks(network, kind, settings):
+  """In every network the slot's BatchNorm is the network's own: train/eval mode, frozen statistics,
   the mesh axis, momentum and epsilon (recorded from every BatchNorm call, shapes only)."""
+  size = _NETWORKS_AT[network]
   def seen(train, **overrides):
     calls = []
     def record(next_fun, args, kwargs, context):
@@ -483,16 +489,18 @@ def test_batch_norm_in_the_slot_is_the_networks(kind, settings):
         if 'se' in m.scope.path:
           calls.append((m.use_running_average, m.axis_name, m.momentum, m.epsilon))
       return next_fun(*args, **kwargs)
-    model = models.create('seresnet_tiny', attn=kind, **({'se': settings} if settings else {}), **overrides)
-    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    model = models.create(network, attn=kind, **({'se': settings} if settings else {}), **overrides)
+    x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
     with nn.intercept_methods(record):
       jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=train), x)
     assert calls, kind
     return set(calls)
-  assert seen(True, bn_momentum=0.8, bn_epsilon=1e-3) == {(False, None, 0.8, 1e-3)}
-  assert seen(False) == {(True, None, 0.9, 1e-5)}
-  assert seen(True, frozen_batch_norm=True) == {(True, None, 0.9, 1e-5)}
-  assert seen(True, axis_name='batch') == {(False, 'batch', 0.9, 1e-5)}
+  default = models.create(network)
+  momentum, eps = default.bn_momentum, default.bn_epsilon  # the network's own defaults
+  assert seen(True, bn_momentum=0.8, bn_epsilon=2e-3) == {(False, None, 0.8, 2e-3)}
+  assert seen(False) == {(True, None, momentum, eps)}
+  assert seen(True, frozen_batch_norm=True) == {(True, None, momentum, eps)}
+  assert seen(True, axis_name='batch') == {(False, 'batch', momentum, eps)}
 
 
 def test_batch_norm_alone_follows_mutability():

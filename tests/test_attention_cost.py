@@ -38,7 +38,7 @@ def test_overhead_is_the_ratio_of_medians_over_interleaved_rounds(monkeypatch):
 
   fake_now = [0.0]
   monkeypatch.setattr(attention_cost, '_variant', fake_variant)
-  monkeypatch.setattr(attention_cost.time, 'perf_counter', lambda: fake_now[0])
+  monkeypatch.setattr(attention_cost.benchmark.time, 'perf_counter', lambda: fake_now[0])
   rows = {r['kind']: r for r in attention_cost.measure('seresnet_tiny', ['eca'], batch=2, image_size=32, rounds=3)}
   assert list(rows) == ['none', 'eca']
   assert rows['eca']['params_added'] == 3 and rows['eca']['macs_added'] == 500

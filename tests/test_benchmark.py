@@ -39,7 +39,16 @@ def test_benchmark_json_figures_without_tensorflow():
     assert result[key] > 0, key
   assert result['num_devices'] == 1 and result['batch'] == 4
   assert result['mfu'] is None  # CPU: no peak in the table and no --peak-tflops
+  assert result['fast_paths_disabled'] == []
   assert '| se_flax seresnet_tiny |' in proc.stdout
+
+
+def test_unknown_fast_path_is_a_one_line_error():
+  proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.benchmark', *TINY, '--disable-fast-paths=bn_vjp,bogus'],
+                        cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "--disable-fast-paths: fast paths ['bogus'] are not among dot_1x1, pool_vjp, bn_vjp, eigen_conv")
 
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='torch is installed here')
@@ -73,3 +82,22 @@ def test_pipeline_benchmark(dataset, keys):
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   for key in keys:
     assert result[key] > 0 and result[key + '_per_core'] > 0 and result[key[:-6] + '_img_per_cpu_s'] > 0, key
+
+
+def test_gpu_script_runs_every_variant_and_reports_ratios(tmp_path):
+  """scripts/gpu_benchmark.sh on the CPU with the tiny net: one run per batch, one with a fast path
+  off, and the summary's paths-off ratio is the two runs' step-time ratio."""
+  env = dict(os.environ, PYTHONPATH=REPO, OUT=str(tmp_path), MODELS='seresnet_tiny', BATCHES='2 4', IMAGE='32',
+             DTYPE='float32', VS_TIMM='0', REPEATS='1', STEPS='1', SLOW_PATHS='bn_vjp', PYTHON=sys.executable)
+  proc = subprocess.run(['bash', 'scripts/gpu_benchmark.sh'], cwd=REPO, env=env, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  report = json.load(open(tmp_path / 'gpu_benchmark.json'))
+  rows = {r['run']: r for r in report['summary']}
+  assert list(rows) == ['seresnet_tiny_b2', 'seresnet_tiny_b2_off', 'seresnet_tiny_b4']
+  assert rows['seresnet_tiny_b2_off']['fast_paths_disabled'] == ['bn_vjp']
+  runs = report['runs']
+  want = runs['seresnet_tiny_b2_off']['step_ms'] / runs['seresnet_tiny_b2']['step_ms']
+  assert rows['seresnet_tiny_b2_off']['paths_off_step_ratio'] == pytest.approx(want)
+  assert runs['seresnet_tiny_b4']['batch'] == 4 and rows['seresnet_tiny_b4']['paths_off_step_ratio'] is None
+  assert '| se_flax | seresnet_tiny | 2 | bn_vjp |' in (tmp_path / 'gpu_benchmark.md').read_text()

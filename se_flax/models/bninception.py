@@ -84,5 +84,5 @@ class BNInception(InceptionNet):
       if name in ('3c', '4e') and (x.shape[1] % 2 or x.shape[2] % 2):
         raise ValueError(f'BN-Inception needs an even map into inception_{name}, got {x.shape[1]}x{x.shape[2]} '
                          f'(its stride-2 convs and ceil-mode pool disagree otherwise); 224 or 256 px inputs work')
-      x = InceptionModule(branches, conv_bn, attn=self._attn(stage), name=f'inception_{name}')(x)
+      x = InceptionModule(branches, conv_bn, attn=self._attn(stage, train), name=f'inception_{name}')(x)
     return self._head(x, train)

@@ -87,5 +87,5 @@ class InceptionV3(InceptionNet):
     x = run_layers(x.astype(self.dtype), STEM, conv_bn)
     for name in self.modules:
       stage, branches = MODULES[name]
-      x = InceptionModule(branches, conv_bn, attn=self._attn(stage), name=f'Mixed_{name}')(x)
+      x = InceptionModule(branches, conv_bn, attn=self._attn(stage, train), name=f'Mixed_{name}')(x)
     return self._head(x, train)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from se_flax.models import attention
+from se_flax.models import batch_norm
 from se_flax.models import layers
 from se_flax.models.se import SEConfig
 
@@ -212,18 +213,23 @@ class InceptionNet(nn.Module):
                              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                              conv_general_dilated=layers.conv_general_dilated)
 
-  def _conv_bn(self, train: bool) -> Callable[[Conv], nn.Module]:
-    """spec -> its ConvBN module (channels times `width`), with `train` resolved."""
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
+  def _norm(self, train: bool) -> ModuleFactory:
+    """The network's BatchNorm, with `train` resolved (also handed to the attention slot)."""
+    return functools.partial(batch_norm.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name,
                              dtype=self.dtype, param_dtype=self.param_dtype)
-    return functools.partial(_make_conv_bn, conv=self._conv_factory(), norm=norm, use_bias=self.conv_bias,
-                             width=self.width)
 
-  def _attn(self, stage: int) -> ModuleFactory | None:
+  def _conv_bn(self, train: bool) -> Callable[[Conv], nn.Module]:
+    """spec -> its ConvBN module (channels times `width`), with `train` resolved."""
+    return functools.partial(_make_conv_bn, conv=self._conv_factory(), norm=self._norm(train),
+                             use_bias=self.conv_bias, width=self.width)
+
+  def _attn(self, stage: int, train: bool) -> ModuleFactory | None:
+    """The attention slot of `stage` (None where SE is off), with the network's BatchNorm: kinds
+    with BatchNorm (cbam, srm, ge theta) sync over `axis_name` and honour frozen statistics."""
     if self.se is None or not self.se.in_stage(stage):
       return None
-    return attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype)
+    return attention.build(self.se, dtype=self.dtype, param_dtype=self.param_dtype, norm=self._norm(train))
 
   def _head(self, x: jax.Array, train: bool) -> jax.Array:
     """Global average pool, dropout, the classifier `fc`; float32 logits."""

@@ -104,7 +104,7 @@ class InceptionResNetV2(InceptionNet):
     placement = self.se.placement if self.se is not None else 'standard'
 
     def residual(branches, stage, scale, name, activate=True):
-      return InceptionResidual(branches, conv_bn, conv, scale, activate, attn=self._attn(stage),
+      return InceptionResidual(branches, conv_bn, conv, scale, activate, attn=self._attn(stage, train),
                                placement=placement, name=name)
 
     x = run_layers(x.astype(self.dtype), STEM, conv_bn)

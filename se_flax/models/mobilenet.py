@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from se_flax.models import attention
+from se_flax.models import batch_norm
 from se_flax.models import layers
 from se_flax.models.se import SEConfig
 from se_flax.models.slot_checks import check_placement, check_stages
@@ -105,7 +106,7 @@ class MobileNetV1(nn.Module):
                              conv_general_dilated=layers.conv_general_dilated)
     # He init over a depthwise filter's own 9 taps (fan_out per group, as timm's `_init_weight_goog`).
     depthwise = functools.partial(conv, kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'normal'))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
+    norm = functools.partial(batch_norm.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name,
                              dtype=self.dtype, param_dtype=self.param_dtype)
     act = ACTIVATIONS[self.act]

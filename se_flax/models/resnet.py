@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from se_flax.models import batch_norm
 from se_flax.models import layers
 from se_flax.models import attention
 from se_flax.models.se import SEConfig
@@ -272,7 +273,7 @@ class ResNet(nn.Module):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                              conv_general_dilated=layers.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
+    norm = functools.partial(batch_norm.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
                              momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, axis_name=self.axis_name, dtype=self.dtype,
                              param_dtype=self.param_dtype)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from se_flax.models import attention
+from se_flax.models import batch_norm
 from se_flax.models import layers
 from se_flax.models.se import PLACEMENTS, SEConfig
 from se_flax.models.slot_checks import check_placement, check_stages
@@ -134,7 +135,7 @@ class ShuffleNetV1(nn.Module):
                              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                              conv_general_dilated=layers.conv_general_dilated)
     depthwise = functools.partial(conv, kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'normal'))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
+    norm = functools.partial(batch_norm.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name,
                              dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.astype(self.dtype)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from typing import Any
 
 from absl import app
@@ -21,14 +20,12 @@ from absl import flags
 import jax
 
 from se_flax import models
-from se_flax import optim
-from se_flax import steps
 from se_flax.tools import benchmark
 
 # --model, --batch, --image-size and --json are the benchmark tool's flags (same meaning).
 _MODEL, _BATCH, _IMAGE_SIZE, _JSON = benchmark._MODEL, benchmark._BATCH, benchmark._IMAGE_SIZE, benchmark._JSON  # pylint: disable=protected-access
 _KINDS = flags.DEFINE_list('kinds', list(models.KINDS), 'Kinds to time (the empty slot is always timed).')
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved rounds; the median is reported.')
+_ROUNDS = benchmark.ROUNDS
 
 NONE = 'none'
 
@@ -40,17 +37,11 @@ def _variant(model_name: str, kind: str, batch: int, image_size: int) -> dict[st
     config.model.se.enabled = False
   else:
     config.model.se.kind = kind
-  mesh = steps.create_mesh(config)
-  model = models.from_config(config.model, benchmark.NUM_CLASSES, axis_name=steps.AXIS)
-  lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000, total_steps=100_000)
-  state = steps.create_train_state(config, model, (image_size, image_size, 3),
-                                   optim.create_optimizer(config, lr_fn), mesh)
-  data = benchmark.synthetic_batch(mesh, batch, image_size)
-  step = steps.make_train_step(model, config, benchmark.NUM_CLASSES, mesh, lr_fn).lower(state, data).compile()
-  state, _ = step(state, data)  # warm-up
-  jax.block_until_ready(state)
-  return {'step': step, 'state': state, 'data': data, 'params': models.count_params(state.params),
-          'macs': models.count_macs(model, image_size), 'times': []}
+  variant = benchmark.compiled_train_step(config, image_size)
+  benchmark.warm_up(variant)
+  state = variant['state']
+  return variant | {'params': models.count_params(state.params),
+                    'macs': models.count_macs(variant['model'], image_size)}
 
 
 def measure(model_name: str, kinds: list[str], batch: int, image_size: int, rounds: int) -> list[dict[str, Any]]:
@@ -58,12 +49,8 @@ def measure(model_name: str, kinds: list[str], batch: int, image_size: int, roun
   if unknown:
     raise ValueError(f'--kinds: {", ".join(unknown)} not among {", ".join(models.KINDS)}')
   variants = {k: _variant(model_name, k, batch, image_size) for k in [NONE, *kinds]}
-  for _ in range(rounds):
-    for v in variants.values():
-      start = time.perf_counter()
-      v['state'], metrics = v['step'](v['state'], v['data'])
-      jax.block_until_ready((v['state'], metrics))
-      v['times'].append(time.perf_counter() - start)
+  for kind, times in benchmark.time_interleaved(variants, rounds).items():
+    variants[kind]['times'] = times
   base = variants[NONE]
   base_ms = statistics.median(base['times']) * 1e3
   rows = []

@@ -2,7 +2,8 @@
 against the matching timm model in PyTorch.
 
   python -m se_flax.tools.benchmark --model=seresnet50 --batch=16 --image-size=224 \
-      --dtype=float32 [--vs-timm [--notimm-compile] [--timm-python=PATH]] [--json]
+      --dtype=float32 [--vs-timm [--notimm-compile] [--timm-python=PATH]] [--json] \
+      [--disable-fast-paths=bn_vjp,pool_vjp] [--noinference]
 
 Synthetic batches live on the device; compilation and warm-up are outside the timed part; each
 of `--repeats` repeats times `--steps` steps and the median is reported. `--batch` is per device
@@ -10,6 +11,8 @@ and `--num-devices` defaults to 1, so figures are per device and comparable with
 `--vs-timm` runs se_flax/tools/timm_benchmark.py in a child process first (before JAX takes the
 accelerator; it may be another virtualenv's Python) and prints the ratio se_flax / timm's best
 variant. With `--json` the last stdout line is one JSON object with every figure.
+`--disable-fast-paths` builds se_flax's steps with some of `se_flax.fast_paths` off, to measure
+what each gives; `--noinference` skips the eval-step (and timm eval-mode) timing.
 
 Imports no TensorFlow: the model, optimiser and schedule are configs/imagenet.py's (`imagenet_recipe`),
 fed to the real `optim` and `steps` functions.
@@ -34,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from configs import imagenet as imagenet_config
+from se_flax import fast_paths
 from se_flax import models
 from se_flax import optim
 from se_flax import steps
@@ -52,6 +56,11 @@ _TIMM_COMPILE = flags.DEFINE_boolean('timm-compile', True, 'Include torch.compil
 _TIMM_LAYOUTS = flags.DEFINE_list('timm-layouts', 'nchw,channels_last', 'PyTorch memory formats to time.')
 _TIMM_PYTHON = flags.DEFINE_string('timm-python', sys.executable, 'Python that has torch and timm.')
 _JSON = flags.DEFINE_boolean('json', False, 'Print the figures as one JSON object on the last line.')
+_DISABLE = flags.DEFINE_list('disable-fast-paths', [],
+                             f'se_flax fast paths to turn off: any of {", ".join(fast_paths.NAMES)}.')
+_INFERENCE = flags.DEFINE_boolean('inference', True, 'Also time the eval step (and timm in eval mode).')
+ROUNDS = flags.DEFINE_integer('rounds', 5, 'Interleaved rounds of the A/B tools (attention_cost, fast_path_ab); '
+                              'medians are reported.')
 
 NUM_CLASSES = 1000
 INSTALL_HINT = 'pip install -r requirements-timm.txt'
@@ -125,22 +134,58 @@ def peak_memory_bytes(devices) -> int | None:
 
 
 def benchmark_jax(model_name: str, batch: int, image_size: int, dtype: str, num_devices: int,
-                  repeats: int, num_steps: int, warmup: int) -> dict[str, Any]:
-  """Compile, warm up and time the train step and the eval step of se_flax."""
-  if num_devices > jax.device_count():
-    raise ValueError(f'--num-devices={num_devices} exceeds the {jax.device_count()} devices here')
-  config = imagenet_recipe(model_name, dtype, batch, num_devices)
+                  repeats: int, num_steps: int, warmup: int, disabled: tuple[str, ...] = (),
+                  inference: bool = True) -> dict[str, Any]:
+  """Compile, warm up and time the train step (and the eval step) of se_flax, with the fast paths
+  in `disabled` off while the model is traced and the steps are compiled."""
+  with fast_paths.disabled(disabled):
+    return _benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, num_steps, warmup,
+                          inference) | {'fast_paths_disabled': sorted(disabled)}
+
+
+def compiled_train_step(config: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
+  """The real train step of `config` (`steps.make_train_step`), compiled for synthetic batches of
+  `image_size` px: {'step', 'state', 'data', 'model', 'mesh', 'lr_fn', 'compile_s'}. The fast paths
+  in force are those enabled while this runs (tracing and compilation happen here)."""
   mesh = steps.create_mesh(config)
   model = models.from_config(config.model, NUM_CLASSES, axis_name=steps.AXIS)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000, total_steps=100_000)
   state = steps.create_train_state(config, model, (image_size, image_size, 3),
                                    optim.create_optimizer(config, lr_fn), mesh)
-  data = synthetic_batch(mesh, batch, image_size)
-
+  data = synthetic_batch(mesh, config.train.global_batch_size // mesh.size, image_size)
   start = time.perf_counter()
-  train_step = steps.make_train_step(model, config, NUM_CLASSES, mesh, lr_fn).lower(state, data).compile()
-  compile_s = time.perf_counter() - start
-  holder = {'state': state}
+  step = steps.make_train_step(model, config, NUM_CLASSES, mesh, lr_fn).lower(state, data).compile()
+  return {'step': step, 'state': state, 'data': data, 'model': model, 'mesh': mesh, 'lr_fn': lr_fn,
+          'compile_s': time.perf_counter() - start}
+
+
+def time_interleaved(variants: dict[str, dict[str, Any]], rounds: int) -> dict[str, list[float]]:
+  """Seconds of one train step of every variant (`compiled_train_step` dicts, warmed up), variant
+  after variant in each round, so load that drifts during the run slows all variants alike."""
+  times: dict[str, list[float]] = {name: [] for name in variants}
+  for _ in range(rounds):
+    for name, v in variants.items():
+      start = time.perf_counter()
+      v['state'], metrics = v['step'](v['state'], v['data'])
+      jax.block_until_ready((v['state'], metrics))
+      times[name].append(time.perf_counter() - start)
+  return times
+
+
+def warm_up(variant: dict[str, Any], steps_: int = 1) -> None:
+  """Run `steps_` train steps of a `compiled_train_step` dict (first-call costs out of the timing)."""
+  for _ in range(steps_):
+    variant['state'], metrics = variant['step'](variant['state'], variant['data'])
+  jax.block_until_ready(variant['state'])
+
+
+def _benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, num_steps, warmup, inference):
+  if num_devices > jax.device_count():
+    raise ValueError(f'--num-devices={num_devices} exceeds the {jax.device_count()} devices here')
+  config = imagenet_recipe(model_name, dtype, batch, num_devices)
+  built = compiled_train_step(config, image_size)
+  train_step, data, model, mesh, compile_s = (built[k] for k in ('step', 'data', 'model', 'mesh', 'compile_s'))
+  holder = {'state': built['state']}
 
   def run_train(n: int) -> None:
     for _ in range(n):
@@ -151,13 +196,15 @@ def benchmark_jax(model_name: str, batch: int, image_size: int, dtype: str, num_
   step_s = median_step_seconds(run_train, repeats, num_steps)
   peak = peak_memory_bytes(mesh.devices.flat)
 
-  state = holder.pop('state')
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  eval_data = synthetic_batch(mesh, batch, image_size, with_mask=True)
-  eval_step = steps.make_eval_step(model, NUM_CLASSES, mesh).lower(variables, eval_data).compile()
-  run_eval = lambda n: jax.block_until_ready([eval_step(variables, eval_data) for _ in range(n)])
-  run_eval(warmup)
-  eval_s = median_step_seconds(run_eval, repeats, num_steps)
+  eval_s = None
+  if inference:
+    state = holder.pop('state')
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    eval_data = synthetic_batch(mesh, batch, image_size, with_mask=True)
+    eval_step = steps.make_eval_step(model, NUM_CLASSES, mesh).lower(variables, eval_data).compile()
+    run_eval = lambda n: jax.block_until_ready([eval_step(variables, eval_data) for _ in range(n)])
+    run_eval(warmup)
+    eval_s = median_step_seconds(run_eval, repeats, num_steps)
 
   device = mesh.devices.flat[0]
   macs = models.count_macs(model, image_size)
@@ -165,7 +212,8 @@ def benchmark_jax(model_name: str, batch: int, image_size: int, dtype: str, num_
           'num_devices': num_devices, 'backend': jax.default_backend(), 'device_kind': device.device_kind,
           'cpu_cores': cpu_cores(), 'repeats': repeats, 'steps': num_steps, 'macs_per_image': macs,
           'train_img_s': batch * num_devices / step_s, 'step_ms': step_s * 1e3,
-          'infer_img_s': batch * num_devices / eval_s, 'infer_step_ms': eval_s * 1e3,
+          'infer_img_s': batch * num_devices / eval_s if eval_s else None,
+          'infer_step_ms': eval_s * 1e3 if eval_s else None,
           'compile_s': compile_s, 'peak_memory_bytes': peak}
 
 
@@ -177,12 +225,14 @@ def mfu(train_img_s_per_device: float, macs_per_image: int, peak: float | None) 
 
 
 def run_timm(python: str, model_name: str, batch: int, image_size: int, dtype: str,
-             layouts: list[str], compile_: bool, repeats: int, num_steps: int, warmup: int) -> dict:
+             layouts: list[str], compile_: bool, repeats: int, num_steps: int, warmup: int,
+             inference: bool = True) -> dict:
   """timm_benchmark.py in a child process; exits with its one-line error when it fails."""
   cmd = [python, TIMM_WORKER, '--model', model_name, '--batch', str(batch), '--image-size',
          str(image_size), '--dtype', dtype, '--layouts', ','.join(layouts), '--repeats', str(repeats),
          '--steps', str(num_steps), '--warmup', str(warmup), '--threads', str(cpu_cores())]
   cmd += [] if compile_ else ['--no-compile']
+  cmd += [] if inference else ['--no-inference']
   proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   if proc.returncode:
     lines = proc.stderr.strip().splitlines() or [f'{python} exited with status {proc.returncode}']
@@ -203,10 +253,11 @@ def format_table(result: dict) -> str:
   rows = ['| system | train img/s | step ms | infer img/s | compile s | peak memory | MFU | vs timm best |',
           '|---|---:|---:|---:|---:|---:|---:|---:|']
   rows.append(f'| se_flax {result["model"]} | {result["train_img_s"]:.2f} | {result["step_ms"]:.1f} | '
-              f'{result["infer_img_s"]:.2f} | {result["compile_s"]:.1f} | {_gib(result["peak_memory_bytes"])} | '
+              f'{_fmt(result["infer_img_s"], ".2f")} | {result["compile_s"]:.1f} | {_gib(result["peak_memory_bytes"])} | '
               f'{_fmt(result["mfu"], ".1%")} | {_fmt(result.get("ratio_vs_timm"), ".2f")} |')
   for name, v in result.get('timm', {}).items():
-    rows.append(f'| timm {name} | {v["train_img_s"]:.2f} | {v["step_ms"]:.1f} | - | {v["compile_s"]:.1f} | '
+    rows.append(f'| timm {name} | {v["train_img_s"]:.2f} | {v["step_ms"]:.1f} | '
+                f'{_fmt(v.get("infer_img_s"), ".2f")} | {v["compile_s"]:.1f} | '
                 f'{_gib(v["peak_memory_bytes"])} | {_fmt(v["mfu"], ".1%")} | '
                 f'{result["train_img_s"] / v["train_img_s"]:.2f} |')
   return '\n'.join(rows)
@@ -214,14 +265,17 @@ def format_table(result: dict) -> str:
 
 def run(model_name: str, batch: int, image_size: int, dtype: str, num_devices: int, repeats: int,
         num_steps: int, warmup: int, peak_override: float | None, vs_timm: bool,
-        timm_compile: bool, timm_layouts: list[str], timm_python: str) -> dict[str, Any]:
+        timm_compile: bool, timm_layouts: list[str], timm_python: str, disabled: tuple[str, ...] = (),
+        inference: bool = True) -> dict[str, Any]:
   """All figures as one dict (timm first, so JAX has not yet taken the accelerator)."""
   models.spec(model_name)  # fail on an unknown name before any work
+  fast_paths.check(disabled)
   timm = None
   if vs_timm:
     timm = run_timm(timm_python, model_name, batch, image_size, dtype, timm_layouts, timm_compile,
-                    repeats, num_steps, warmup)
-  result = benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, num_steps, warmup)
+                    repeats, num_steps, warmup, inference)
+  result = benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, num_steps, warmup,
+                         tuple(disabled), inference)
   peak = peak_tflops(result['device_kind'], dtype, peak_override)
   result['peak_tflops'] = peak
   result['mfu'] = mfu(result['train_img_s'] / num_devices, result['macs_per_image'], peak)
@@ -236,12 +290,18 @@ def run(model_name: str, batch: int, image_size: int, dtype: str, num_devices: i
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   """Parses flags from argv (default sys.argv), prints the table (and JSON), returns the figures."""
   flags.FLAGS(argv or sys.argv)
+  try:
+    fast_paths.check(_DISABLE.value)
+  except ValueError as e:
+    sys.exit(f'--disable-fast-paths: {e}')
   result = run(_MODEL.value, _BATCH.value, _IMAGE_SIZE.value, _DTYPE.value, _NUM_DEVICES.value,
                _REPEATS.value, _STEPS.value, _WARMUP.value, _PEAK_TFLOPS.value, _VS_TIMM.value,
-               _TIMM_COMPILE.value, _TIMM_LAYOUTS.value, _TIMM_PYTHON.value)
+               _TIMM_COMPILE.value, _TIMM_LAYOUTS.value, _TIMM_PYTHON.value, tuple(_DISABLE.value),
+               _INFERENCE.value)
   print(f'{result["model"]}, batch {result["batch"]} x {result["num_devices"]} device(s), '
         f'{result["image_size"]} px, {result["dtype"]}, {result["device_kind"]} ({result["backend"]}, '
-        f'{result["cpu_cores"]} CPU cores), median of {result["repeats"]} x {result["steps"]} steps')
+        f'{result["cpu_cores"]} CPU cores), median of {result["repeats"]} x {result["steps"]} steps'
+        + (f'; fast paths off: {", ".join(result["fast_paths_disabled"])}' if result['fast_paths_disabled'] else ''))
   print(format_table(result))
   if _JSON.value:
     print(json.dumps(result))

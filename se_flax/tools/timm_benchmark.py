@@ -6,7 +6,9 @@ Standalone on purpose (argparse, no JAX, no absl): benchmark.py runs it as a chi
 may be another virtualenv's Python and which releases the accelerator before JAX starts. The step
 mirrors se_flax's: train-mode BatchNorm, mean cross entropy, SGD momentum 0.9 with coupled weight
 decay 1e-4 on weights only (not BatchNorm or biases), lr 0.6 per 1024 images; bfloat16 runs under
-autocast. The last stdout line is a JSON object {variant: figures}.
+autocast. With --inference (the default) each variant also times eval-mode forward passes under
+torch.inference_mode (a compiled variant compiles again for eval mode). The last stdout line is a
+JSON object {variant: figures}.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
   p.add_argument('--layouts', default='nchw,channels_last', help='comma-separated: nchw, channels_last')
   p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
+  p.add_argument('--inference', action=argparse.BooleanOptionalAction, default=True)
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--steps', type=int, default=3)
   p.add_argument('--warmup', type=int, default=1)
@@ -95,8 +98,31 @@ def time_variant(args: argparse.Namespace, layout: str, compiled: bool, device: 
     times.append((time.perf_counter() - start) / args.steps)
   step_s = statistics.median(times)
   peak = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None
-  return {'train_img_s': args.batch / step_s, 'step_ms': step_s * 1e3, 'compile_s': compile_s,
-          'peak_memory_bytes': peak}
+  result = {'train_img_s': args.batch / step_s, 'step_ms': step_s * 1e3, 'compile_s': compile_s,
+            'peak_memory_bytes': peak}
+  if args.inference:
+    result.update(time_inference(args, model, forward, x, autocast, device))
+  return result
+
+
+def time_inference(args: argparse.Namespace, model, forward, x, autocast, device: torch.device) -> dict:
+  """Eval-mode forward passes (running BatchNorm statistics), timed like the train step."""
+  model.eval()
+
+  def run(n: int) -> None:
+    with torch.inference_mode(), autocast:
+      for _ in range(n):
+        forward(x)
+    synchronize(device)
+
+  run(1 + args.warmup)  # the first call compiles again (eval mode) when the variant is compiled
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    run(args.steps)
+    times.append((time.perf_counter() - start) / args.steps)
+  step_s = statistics.median(times)
+  return {'infer_img_s': args.batch / step_s, 'infer_step_ms': step_s * 1e3}
 
 
 def main(argv: list[str] | None = None) -> dict:
