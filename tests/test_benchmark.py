@@ -72,7 +72,7 @@ def test_peak_tflops_table():
 
 @pytest.mark.parametrize('dataset, keys', [
     ('cifar', ('cifar_train_img_s',)),
-    ('imagenet-jpeg', ('inception_train_img_s', 'eval_img_s', 'pretrained_eval_img_s')),
+    ('imagenet-jpeg', ('inception_train_img_s', 'flax_example_train_img_s', 'eval_img_s', 'pretrained_eval_img_s')),
 ])
 def test_pipeline_benchmark(dataset, keys):
   proc = subprocess.run([sys.executable, '-m', 'se_flax.tools.pipeline_benchmark', f'--dataset={dataset}',
@@ -101,3 +101,22 @@ def test_gpu_script_runs_every_variant_and_reports_ratios(tmp_path):
   assert rows['seresnet_tiny_b2_off']['paths_off_step_ratio'] == pytest.approx(want)
   assert runs['seresnet_tiny_b4']['batch'] == 4 and rows['seresnet_tiny_b4']['paths_off_step_ratio'] is None
   assert '| se_flax | seresnet_tiny | 2 | bn_vjp |' in (tmp_path / 'gpu_benchmark.md').read_text()
+
+
+def test_flax_example_reference_crops_and_normalises():
+  """The pipeline benchmark's reference transform (the flax ImageNet example's train crops): 224 px
+  crops of a flat grey JPEG come out as (grey - mean) / std in every pixel (any crop, any flip).
+  In a child process: the pipeline tool's flags share names with the benchmark's."""
+  code = (
+      'import numpy as np, tensorflow as tf\n'
+      'from se_flax.tools import pipeline_benchmark\n'
+      'grey = tf.io.encode_jpeg(tf.fill([300, 400, 3], tf.constant(128, tf.uint8)), quality=100).numpy()\n'
+      'assert np.all(tf.io.decode_jpeg(grey).numpy() == 128)\n'
+      "x = np.asarray(next(pipeline_benchmark.flax_example_train_batches([grey], batch=4))['image'])\n"
+      'want = (128 - np.array([0.485, 0.456, 0.406]) * 255) / (np.array([0.229, 0.224, 0.225]) * 255)\n'
+      'print(x.shape, float(np.max(np.abs(x - want))))\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  shape, error = proc.stdout.strip().splitlines()[-1].rsplit(' ', 1)
+  assert shape == '(4, 224, 224, 3)' and float(error) < 1e-5

@@ -5,7 +5,8 @@
 
 cifar: synthetic uint8 32x32x3 arrays through input_pipeline's in-memory train path (batch gather,
 'cifar' augment, normalisation). imagenet-jpeg: ~200 synthetic JPEGs of about 500x375 encoded in
-memory, through the streaming path's 'inception' train transform, the recipe's eval transform
+memory, through the streaming path's 'inception' train transform, the same crops as the flax
+repository's ImageNet example makes them (`flax_example_train`, the reference), the recipe's eval transform
 (TensorFlow: resize 256, centre crop 224) and `eval.py --pretrained=TAG`'s (`--tag`: timm's eval
 transform in PIL, `eval_backend='pil'`). All reuse input_pipeline's own transform functions, so a
 change there shows up here; no TFDS files are needed. With `--json` the last line is a JSON object.
@@ -107,6 +108,39 @@ def jpeg_batches(jpegs: list[bytes], batch: int, train: bool, tag: str | None = 
   return ip._finish(ds.batch(batch, drop_remainder=True))
 
 
+def flax_example_train_batches(jpegs: list[bytes], batch: int, size: int = 224) -> Iterator[dict]:
+  """The reference: the train transform of the flax repository's ImageNet example
+  (examples/imagenet/input_pipeline.py), restated here. A distorted bounding box (area 8-100%,
+  aspect 3/4-4/3, 10 attempts, at least 10% of the whole image) read by a fused decode-and-crop
+  with TensorFlow's default DCT; the centre crop (224/256 of the short side) when no box was found;
+  bicubic resize to `size`, random flip, mean/std normalisation. Its random ops are stateful, as there."""
+  mean = tf.constant([0.485 * 255, 0.456 * 255, 0.406 * 255], shape=[1, 1, 3])
+  std = tf.constant([0.229 * 255, 0.224 * 255, 0.225 * 255], shape=[1, 1, 3])
+
+  def centre(data: tf.Tensor) -> tf.Tensor:
+    shape = tf.image.extract_jpeg_shape(data)
+    side = tf.cast(size / (size + 32) * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
+    window = tf.stack([(shape[0] - side + 1) // 2, (shape[1] - side + 1) // 2, side, side])
+    return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+  def example(data: tf.Tensor) -> dict:
+    shape = tf.image.extract_jpeg_shape(data)
+    begin, extent, _ = tf.image.sample_distorted_bounding_box(
+        shape, tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), min_object_covered=0.1,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
+    whole = tf.reduce_all(tf.equal(extent[:2], shape[:2]))
+    image = tf.cond(whole, lambda: centre(data), lambda: tf.image.decode_and_crop_jpeg(data, window, channels=3))
+    image = tf.image.resize([image], [size, size], method='bicubic')[0]
+    image = tf.image.random_flip_left_right(tf.reshape(image, [size, size, 3]))
+    return {'image': (image - mean) / std}
+
+  ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat()
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ip._finish(ds.batch(batch, drop_remainder=True))
+
+
 def run(dataset: str, batch: int, seconds: float, num_jpegs: int, tag: str = 'legacy_seresnet50.in1k') -> dict:
   """{transform: images/s} plus per-core figures."""
   cores = cpu_cores()
@@ -116,6 +150,7 @@ def run(dataset: str, batch: int, seconds: float, num_jpegs: int, tag: str = 'le
   else:
     jpegs = synthetic_jpegs(num_jpegs)
     rates = {'inception_train': images_per_second(jpeg_batches(jpegs, batch, True), seconds),
+             'flax_example_train': images_per_second(flax_example_train_batches(jpegs, batch), seconds),
              'eval': images_per_second(jpeg_batches(jpegs, batch, False), seconds),
              'pretrained_eval': images_per_second(jpeg_batches(jpegs, batch, False, tag), seconds)}
     extra = {'mean_jpeg_bytes': float(np.mean([len(j) for j in jpegs])), 'tag': tag}
