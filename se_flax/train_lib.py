@@ -313,11 +313,12 @@ def _train(config, workdir: str, exp: Experiment, manager, preemption) -> dict[s
   if not eval_metrics:  # resumed at the end: evaluate the restored state
     eval_metrics = run_eval({'params': state.params, 'batch_stats': state.batch_stats})
   # What an ablation report puts beside the accuracy: size, cost, and training speed (img/s of
-  # this process's steps after the first, evaluation excluded; 0 when it ran none of them).
+  # this process's steps after the first, evaluation excluded; None when it timed none of them,
+  # e.g. a run resumed after its last step: reports then leave it out of the means).
   image_size = (config.data.image_size, config.data.image_size)
   result = {**eval_metrics, 'step': int(state.step), 'skipped_steps': skipped,
             'params': n_params, 'macs': models.count_macs(model, image_size, spec.image_shape[-1]),
-            'train_img_per_sec': training.steps * batch / training.seconds if training.seconds > 0 else 0.0}
+            'train_img_per_sec': training.steps * batch / training.seconds if training.seconds > 0 else None}
   if is_chief:  # written whole or not at all, whenever the process dies
     checkpointing.write_json(os.path.join(workdir, 'final_eval.json'), result)
   return result
