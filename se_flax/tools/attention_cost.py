@@ -10,9 +10,7 @@ step is the real one (`steps.make_train_step` with configs/imagenet.py's recipe 
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from typing import Any
 
 from absl import app
@@ -73,12 +71,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str]) -> None:
   del argv
   rows = measure(_MODEL.value, _KINDS.value, _BATCH.value, _IMAGE_SIZE.value, _ROUNDS.value)
-  print(f'{_MODEL.value}, batch {_BATCH.value}, {_IMAGE_SIZE.value} px, float32, {jax.devices()[0].device_kind} '
-        f'({benchmark.cpu_cores()} CPU cores), median of {_ROUNDS.value} interleaved rounds')
-  print(format_table(rows))
-  if _JSON.value:
-    print(json.dumps(rows))
-  sys.stdout.flush()
+  benchmark.print_rows(f'{_MODEL.value}, batch {_BATCH.value}, {_IMAGE_SIZE.value} px, float32, '
+                       f'{jax.devices()[0].device_kind} ({benchmark.cpu_cores()} CPU cores), median of '
+                       f'{_ROUNDS.value} interleaved rounds', format_table(rows), rows, _JSON.value)
 
 
 if __name__ == '__main__':

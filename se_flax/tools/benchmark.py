@@ -172,6 +172,15 @@ def time_interleaved(variants: dict[str, dict[str, Any]], rounds: int) -> dict[s
   return times
 
 
+def print_rows(header: str, table: str, rows: Any, as_json: bool) -> None:
+  """The A/B tools' output: a header line, the Markdown table, and with --json the rows as JSON last."""
+  print(header)
+  print(table)
+  if as_json:
+    print(json.dumps(rows))
+  sys.stdout.flush()
+
+
 def warm_up(variant: dict[str, Any], steps_: int = 1) -> None:
   """Run `steps_` train steps of a `compiled_train_step` dict (first-call costs out of the timing)."""
   for _ in range(steps_):

@@ -13,7 +13,6 @@ against the first variant.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from typing import Any
@@ -105,12 +104,9 @@ def main(argv: list[str]) -> None:
     rows = measure(specs, _BATCH.value, _IMAGE_SIZE.value, _DTYPE.value, _ROUNDS.value)
   except ValueError as e:
     sys.exit(f'fast_path_ab: {e}')
-  print(f'batch {_BATCH.value}, {_IMAGE_SIZE.value} px, {_DTYPE.value}, {jax.devices()[0].device_kind} '
-        f'({jax.default_backend()}, {benchmark.cpu_cores()} CPU cores), median of {_ROUNDS.value} interleaved rounds')
-  print(format_table(rows))
-  if _JSON.value:
-    print(json.dumps(rows))
-  sys.stdout.flush()
+  benchmark.print_rows(f'batch {_BATCH.value}, {_IMAGE_SIZE.value} px, {_DTYPE.value}, {jax.devices()[0].device_kind} '
+                       f'({jax.default_backend()}, {benchmark.cpu_cores()} CPU cores), median of {_ROUNDS.value} '
+                       'interleaved rounds', format_table(rows), rows, _JSON.value)
 
 
 if __name__ == '__main__':

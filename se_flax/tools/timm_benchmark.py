@@ -91,18 +91,23 @@ def time_variant(args: argparse.Namespace, layout: str, compiled: bool, device: 
   run(1)
   compile_s = time.perf_counter() - start
   run(args.warmup)
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    run(args.steps)
-    times.append((time.perf_counter() - start) / args.steps)
-  step_s = statistics.median(times)
+  step_s = median_step_seconds(run, args)
   peak = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None
   result = {'train_img_s': args.batch / step_s, 'step_ms': step_s * 1e3, 'compile_s': compile_s,
             'peak_memory_bytes': peak}
   if args.inference:
     result.update(time_inference(args, model, forward, x, autocast, device))
   return result
+
+
+def median_step_seconds(run, args: argparse.Namespace) -> float:
+  """Median over --repeats of the mean time of --steps calls; `run(n)` must wait for the device."""
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    run(args.steps)
+    times.append((time.perf_counter() - start) / args.steps)
+  return statistics.median(times)
 
 
 def time_inference(args: argparse.Namespace, model, forward, x, autocast, device: torch.device) -> dict:
@@ -116,12 +121,7 @@ def time_inference(args: argparse.Namespace, model, forward, x, autocast, device
     synchronize(device)
 
   run(1 + args.warmup)  # the first call compiles again (eval mode) when the variant is compiled
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    run(args.steps)
-    times.append((time.perf_counter() - start) / args.steps)
-  step_s = statistics.median(times)
+  step_s = median_step_seconds(run, args)
   return {'infer_img_s': args.batch / step_s, 'infer_step_ms': step_s * 1e3}
 
 
