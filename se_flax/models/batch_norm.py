@@ -108,6 +108,14 @@ def _backward(epsilon, dtype, axis_name, residuals, cotangents):
 batch_norm_train.defvjp(_forward, _backward, symbolic_zeros=True)
 
 
+def for_network(net: nn.Module, train: bool) -> functools.partial:
+  """A network's BatchNorm factory: batch statistics while training unless `net.frozen_batch_norm`,
+  and the network's `bn_momentum`, `bn_epsilon`, `axis_name`, `dtype` and `param_dtype`."""
+  return functools.partial(BatchNorm, use_running_average=not train or net.frozen_batch_norm,
+                           momentum=net.bn_momentum, epsilon=net.bn_epsilon, axis_name=net.axis_name,
+                           dtype=net.dtype, param_dtype=net.param_dtype)
+
+
 class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm` (same fields, variables and numerics) with the closed-form training gradient.
 

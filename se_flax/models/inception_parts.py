@@ -215,9 +215,7 @@ class InceptionNet(nn.Module):
 
   def _norm(self, train: bool) -> ModuleFactory:
     """The network's BatchNorm, with `train` resolved (also handed to the attention slot)."""
-    return functools.partial(batch_norm.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name,
-                             dtype=self.dtype, param_dtype=self.param_dtype)
+    return batch_norm.for_network(self, train)
 
   def _conv_bn(self, train: bool) -> Callable[[Conv], nn.Module]:
     """spec -> its ConvBN module (channels times `width`), with `train` resolved."""

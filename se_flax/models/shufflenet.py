@@ -135,9 +135,7 @@ class ShuffleNetV1(nn.Module):
                              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                              conv_general_dilated=layers.conv_general_dilated)
     depthwise = functools.partial(conv, kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'normal'))
-    norm = functools.partial(batch_norm.BatchNorm, use_running_average=not train or self.frozen_batch_norm,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon, axis_name=self.axis_name,
-                             dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = batch_norm.for_network(self, train)
     x = x.astype(self.dtype)
     x = conv(self.stem_width, (3, 3), strides=(2, 2), padding=layers.same_padding(3), name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
