@@ -46,7 +46,7 @@ def test_each_variant_is_built_with_its_paths_off(monkeypatch):
   seen = []
   monkeypatch.setattr(benchmark, 'compiled_train_step',
                       lambda config, size: seen.append((config.model.name, sorted(fast_paths._disabled))) or {})  # pylint: disable=protected-access
-  monkeypatch.setattr(benchmark, 'warm_up', lambda v: None)
+  monkeypatch.setattr(benchmark, 'run_steps', lambda v: None)
   fast_path_ab.build('seresnet_tiny~pool_vjp~bn_vjp', batch=2, image_size=32, dtype='float32')
   fast_path_ab.build('seresnet_tiny', batch=2, image_size=32, dtype='float32')
   assert seen == [('seresnet_tiny', ['bn_vjp', 'pool_vjp']), ('seresnet_tiny', [])]

@@ -21,6 +21,7 @@ converted weights load unchanged.
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 from flax.linen import dtypes
@@ -68,8 +69,7 @@ def batch_norm_train(x, scale, bias, epsilon: float, dtype, axis_name: str | Non
 
 def _forward(x, scale, bias, epsilon, dtype, axis_name):
   x, scale, bias = x.value, scale.value, bias.value  # symbolic_zeros=True wraps the primals
-  mean, var = _moments(x, _reduced_axes(x), axis_name)
-  y = _normalise(x, mean, var, scale, bias, epsilon, dtype)
+  y, mean, var = batch_norm_train.fun(x, scale, bias, epsilon, dtype, axis_name)  # the undecorated primal
   return (y, mean, var), (x, scale, mean, var)
 
 
@@ -95,9 +95,7 @@ def _backward(epsilon, dtype, axis_name, residuals, cotangents):
   stats = [jnp.zeros_like(mean) if isinstance(c, jax.custom_derivatives.SymbolicZero) else c
            for c in (dmean, dvar)]
   if not all(isinstance(c, jax.custom_derivatives.SymbolicZero) for c in (dmean, dvar)):
-    n = 1
-    for a in axes:
-      n *= x.shape[a]
+    n = math.prod(x.shape[a] for a in axes)
     if axis_name is not None:
       n = n * lax.psum(1, axis_name)
       stats = list(lax.psum(jnp.stack(stats), axis_name))

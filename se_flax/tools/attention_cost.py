@@ -36,7 +36,7 @@ def _variant(model_name: str, kind: str, batch: int, image_size: int) -> dict[st
   else:
     config.model.se.kind = kind
   variant = benchmark.compiled_train_step(config, image_size)
-  benchmark.warm_up(variant)
+  benchmark.run_steps(variant)  # warm-up
   state = variant['state']
   return variant | {'params': models.count_params(state.params),
                     'macs': models.count_macs(variant['model'], image_size)}

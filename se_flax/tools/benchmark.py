@@ -20,6 +20,7 @@ fed to the real `optim` and `steps` functions.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -166,8 +167,7 @@ def time_interleaved(variants: dict[str, dict[str, Any]], rounds: int) -> dict[s
   for _ in range(rounds):
     for name, v in variants.items():
       start = time.perf_counter()
-      v['state'], metrics = v['step'](v['state'], v['data'])
-      jax.block_until_ready((v['state'], metrics))
+      run_steps(v)
       times[name].append(time.perf_counter() - start)
   return times
 
@@ -181,11 +181,12 @@ def print_rows(header: str, table: str, rows: Any, as_json: bool) -> None:
   sys.stdout.flush()
 
 
-def warm_up(variant: dict[str, Any], steps_: int = 1) -> None:
-  """Run `steps_` train steps of a `compiled_train_step` dict (first-call costs out of the timing)."""
-  for _ in range(steps_):
+def run_steps(variant: dict[str, Any], n: int = 1) -> None:
+  """Run `n` train steps of a `compiled_train_step` dict (its state advances) and wait for them."""
+  metrics = None
+  for _ in range(n):
     variant['state'], metrics = variant['step'](variant['state'], variant['data'])
-  jax.block_until_ready(variant['state'])
+  jax.block_until_ready((variant['state'], metrics))
 
 
 def _benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, num_steps, warmup, inference):
@@ -193,13 +194,8 @@ def _benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, n
     raise ValueError(f'--num-devices={num_devices} exceeds the {jax.device_count()} devices here')
   config = imagenet_recipe(model_name, dtype, batch, num_devices)
   built = compiled_train_step(config, image_size)
-  train_step, data, model, mesh, compile_s = (built[k] for k in ('step', 'data', 'model', 'mesh', 'compile_s'))
-  holder = {'state': built['state']}
-
-  def run_train(n: int) -> None:
-    for _ in range(n):
-      holder['state'], metrics = train_step(holder['state'], data)
-    jax.block_until_ready((holder['state'], metrics))
+  model, mesh = built['model'], built['mesh']
+  run_train = functools.partial(run_steps, built)
 
   run_train(warmup)
   step_s = median_step_seconds(run_train, repeats, num_steps)
@@ -207,7 +203,7 @@ def _benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, n
 
   eval_s = None
   if inference:
-    state = holder.pop('state')
+    state = built['state']
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     eval_data = synthetic_batch(mesh, batch, image_size, with_mask=True)
     eval_step = steps.make_eval_step(model, NUM_CLASSES, mesh).lower(variables, eval_data).compile()
@@ -223,7 +219,7 @@ def _benchmark_jax(model_name, batch, image_size, dtype, num_devices, repeats, n
           'train_img_s': batch * num_devices / step_s, 'step_ms': step_s * 1e3,
           'infer_img_s': batch * num_devices / eval_s if eval_s else None,
           'infer_step_ms': eval_s * 1e3 if eval_s else None,
-          'compile_s': compile_s, 'peak_memory_bytes': peak}
+          'compile_s': built['compile_s'], 'peak_memory_bytes': peak}
 
 
 def mfu(train_img_s_per_device: float, macs_per_image: int, peak: float | None) -> float | None:

@@ -66,7 +66,7 @@ def build(spec: str, batch: int, image_size: int, dtype: str) -> dict[str, Any]:
   name, off = parse(spec)
   with fast_paths.disabled(off):
     variant = benchmark.compiled_train_step(benchmark.imagenet_recipe(name, dtype, batch, 1), image_size)
-    benchmark.warm_up(variant)
+    benchmark.run_steps(variant)  # warm-up
   return variant
 
 

@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 from typing import Any
@@ -107,14 +108,14 @@ def profile(model_name: str, batch: int, image_size: int, dtype: str, steps: int
             disabled: tuple[str, ...] = ()) -> dict[str, Any]:
   with fast_paths.disabled(disabled):
     variant = benchmark.compiled_train_step(benchmark.imagenet_recipe(model_name, dtype, batch, 1), image_size)
-  benchmark.warm_up(variant)
+  benchmark.run_steps(variant)  # warm-up
   with jax.profiler.trace(logdir):
-    benchmark.warm_up(variant, steps)
+    benchmark.run_steps(variant, steps)
   names = op_names(variant['step'].as_text())
   result = attribute(trace_events(logdir, names), names, steps)
   times = benchmark.time_interleaved({'step': variant}, 3)['step']
   return result | {'model': model_name, 'batch': batch, 'image_size': image_size, 'dtype': dtype,
-                   'step_seconds': sorted(times)[1], 'logdir': logdir, 'fast_paths_disabled': sorted(disabled)}
+                   'step_seconds': statistics.median(times), 'logdir': logdir, 'fast_paths_disabled': sorted(disabled)}
 
 
 def format_report(result: dict[str, Any], top: int) -> str:
